@@ -1,0 +1,81 @@
+"""nanoGPT-style configuration: a script's plain variables are its config; --key=value overrides them.
+
+    config, args = configurator.configure(globals())
+
+--config=FILE reads `key = value` lines (Python literals, # comments) first; --help lists every key
+with its default and the comment beside it in the script. Nothing is exec'd.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+CONFIG_TYPES = (bool, int, float, str, list, type(None))
+
+
+def _parse(key: str, text: str, default):
+    """text as the type of default (lists collect strings, bools take true/false/1/0)."""
+    if isinstance(default, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--{key} takes True or False, not {text!r}")
+    if isinstance(default, (int, float)):
+        try:
+            return type(default)(float(text) if isinstance(default, int) and "e" in text.lower() else text)
+        except ValueError:
+            raise ValueError(f"--{key} takes a {type(default).__name__}, not {text!r}") from None
+    return text
+
+
+def _help(namespace: dict, keys: list[str]) -> str:
+    """The script's docstring and one line per key: default and the comment beside it."""
+    source = Path(namespace.get("__file__", "")).read_text() if namespace.get("__file__") else ""
+    lines = [(namespace.get("__doc__") or "").strip(), "", "options (--key=value; --config=FILE reads key = value lines):"]
+    for k in keys:
+        m = re.search(rf"^{k}\s*=.*?#\s*(.*)$", source, re.M)
+        lines.append(f"  --{k}={namespace[k]!r:<28} {m.group(1) if m else ''}")
+    return "\n".join(lines)
+
+
+def configure(namespace: dict, argv: list[str] | None = None, positional: bool = False) -> tuple[dict, list[str]]:
+    """Apply --config and --key=value to namespace's config variables; return (config, positional args)."""
+    argv = sys.argv[1:] if argv is None else argv
+    keys = [k for k, v in namespace.items() if not k.startswith("_") and isinstance(v, CONFIG_TYPES)]
+    if "--help" in argv or "-h" in argv:
+        print(_help(namespace, keys))
+        sys.exit(0)
+    overrides: list[tuple[str, str]] = []
+    args: list[str] = []
+    for arg in argv:
+        if arg.startswith("--config="):
+            for line in Path(arg.split("=", 1)[1]).read_text().splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    k, _, v = line.partition("=")
+                    value = ast.literal_eval(v.strip())
+                    overrides.append((k.strip(), value if isinstance(value, str) else repr(value)))
+        elif arg.startswith("--"):
+            k, eq, v = arg[2:].partition("=")
+            overrides.append((k, v if eq else "True"))
+        elif positional:
+            args.append(arg)
+        else:
+            raise SystemExit(f"error: unexpected argument {arg!r}; options are --key=value (see --help)")
+    lists_seen: set[str] = set()
+    for k, v in overrides:
+        if k not in keys:
+            raise SystemExit(f"error: unknown option --{k} (see --help)")
+        if isinstance(namespace[k], list):  # repeated --key=a --key=b builds the list
+            namespace[k] = (namespace[k] if k in lists_seen else []) + [v]
+            lists_seen.add(k)
+            continue
+        try:
+            namespace[k] = _parse(k, v, namespace[k])
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+    return {k: namespace[k] for k in keys}, args

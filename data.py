@@ -1,0 +1,245 @@
+"""Data: sRGB <-> CIELAB on torch tensors, the one image loader, and the datasets.
+
+Lab follows scikit-image exactly (sRGB, D65, 2-degree observer): L in [0, 100], a and b raw.
+Workers decode and augment to uint8 tensors; the Lab conversion runs batched on the device.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# scikit-image's sRGB -> XYZ matrix and D65 white point, so our numbers are theirs.
+XYZ_FROM_RGB = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
+RGB_FROM_XYZ = tuple(map(tuple, np.linalg.inv(np.array(XYZ_FROM_RGB)).tolist()))
+WHITE_D65 = (0.95047, 1.0, 1.08883)
+MAX_PIXELS = 100_000_000  # refuse larger images: a decompression bomb costs gigabytes
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+DEFAULT_DATA = "Elriggs/imagenet-50-subset"
+CHROMA_THRESHOLD = 5.0  # Zhang et al.: images with no |a| or |b| above this are treated as gray
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image; the message is one line for the user."""
+
+
+class DataError(ValueError):
+    """A dataset that cannot be found or read; the message is one line for the user."""
+
+
+# ----------------------------------------------------------------------------- Lab
+
+
+def _mix(x: torch.Tensor, m: tuple) -> torch.Tensor:
+    """Apply a 3x3 colour matrix over dim 1 with elementwise ops (exact in fp32 even under autocast)."""
+    c0, c1, c2 = x.unbind(1)
+    return torch.stack([r[0] * c0 + r[1] * c1 + r[2] * c2 for r in m], 1)
+
+
+def _linearize(rgb: torch.Tensor) -> torch.Tensor:
+    """Linearise sRGB in [0, 1] (the inverse sRGB companding curve)."""
+    return torch.where(rgb > 0.04045, ((rgb.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+
+
+def _f(t: torch.Tensor) -> torch.Tensor:
+    """CIE f(t): cube root above 0.008856, linear below (clamped so gradients stay finite)."""
+    return torch.where(t > 0.008856, t.clamp_min(0.008856) ** (1 / 3), 7.787 * t + 16 / 116)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB (N,3,H,W) in [0,1] -> Lab (N,3,H,W), as skimage.color.rgb2lab."""
+    xyz = _mix(_linearize(rgb.float()), XYZ_FROM_RGB)
+    fx, fy, fz = _f(xyz / xyz.new_tensor(WHITE_D65).view(1, 3, 1, 1)).unbind(1)
+    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], 1)
+
+
+def rgb_to_l(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB (N,3,H,W) in [0,1] -> L (N,1,H,W): only the luminance row of rgb_to_lab."""
+    lin = _linearize(rgb.float())
+    y = _mix(lin, XYZ_FROM_RGB[1:2])  # white Y is 1
+    return 116 * _f(y) - 16
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """Lab (N,3,H,W) -> sRGB (N,3,H,W) clipped to [0,1], as skimage.color.lab2rgb; differentiable."""
+    L, a, b = lab.float().unbind(1)
+    fy = (L + 16) / 116
+    f = torch.stack([fy + a / 500, fy, (fy - b / 200).clamp_min(0)], 1)
+    xyz = torch.where(f > 0.2068966, f.clamp_min(0.2068966) ** 3, (f - 16 / 116) / 7.787)
+    lin = _mix(xyz * f.new_tensor(WHITE_D65).view(1, 3, 1, 1), RGB_FROM_XYZ)
+    rgb = torch.where(lin > 0.0031308, 1.055 * lin.clamp_min(0.0031308) ** (1 / 2.4) - 0.055, lin * 12.92)
+    return rgb.clamp(0, 1)
+
+
+def uint8_to_lab(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 RGB (N,3,H,W) on any device -> (L (N,1,H,W), ab (N,2,H,W)) in float32."""
+    lab = rgb_to_lab(batch.float() / 255)
+    return lab[:, :1], lab[:, 1:]
+
+
+def has_chroma(ab: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: True where some |a| or |b| exceeds 5 (Zhang et al. skip the rest)."""
+    return ab.abs().flatten(1).amax(1) > CHROMA_THRESHOLD
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """Bring 16-bit, 32-bit and float images to 8 bits by scaling, not clipping."""
+    arr = np.asarray(img)
+    if img.mode == "F":
+        arr = np.clip(arr, 0, 1) * 255 if arr.max() <= 1 else np.clip(arr, 0, 255)
+    elif arr.max() > 255:
+        arr = arr.astype(np.float64) * (255 / 65535)
+    return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), "L")
+
+
+def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open anything PIL reads as an upright 8-bit RGB (or RGBA) image; ImageError otherwise."""
+    name = "<bytes>" if isinstance(src, bytes) else str(src)
+    try:
+        img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
+        if img.width * img.height > max_pixels:
+            raise ImageError(f"{name}: {img.width}x{img.height} pixels is over the limit of {max_pixels:,}")
+        img = ImageOps.exif_transpose(img)  # also loads the pixels
+        img.load()
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{name}: is a directory, not an image") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image file (or a format PIL cannot read)") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{name}: {e}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{name}: cannot decode ({e})") from None
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        img = _to_8bit(img)
+    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+    return img.convert("RGBA" if keep_alpha and has_alpha else "RGB")
+
+
+def resize_square(img: Image.Image, size: int) -> Image.Image:
+    """Bicubic resize (stretch) to size x size, as the release and the evaluation protocol do."""
+    return img.resize((size, size), Image.BICUBIC)
+
+
+def random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)) -> Image.Image:
+    """Random crop of scale x area and aspect ratio, resized bicubic to size x size (torchvision's rule)."""
+    w, h = img.size
+    for _ in range(10):
+        area = w * h * rng.uniform(*scale)
+        aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
+        cw, ch = int(round(np.sqrt(area * aspect))), int(round(np.sqrt(area / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            return img.resize((size, size), Image.BICUBIC, box=(x, y, x + cw, y + ch))
+    return resize_square(img, size)
+
+
+def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL RGB image -> uint8 tensor (3,H,W)."""
+    return torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Images from a folder or a Hugging Face dataset as (uint8 (3,S,S), label) pairs."""
+
+    def __init__(self, items, classes: list[str], image_size: int, train: bool, seed: int = 0):
+        self.items, self.classes, self.image_size, self.train, self.seed = items, classes, image_size, train, seed
+        self.epoch = 0  # set by the training loop: augmentation depends on (seed, epoch, index) only
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def source(self, i: int) -> tuple[str | bytes, int]:
+        """The encoded image (path or bytes) and label of item i."""
+        item = self.items[i]
+        if isinstance(item, tuple):
+            return item
+        label = item.get("label")
+        return item["image"]["bytes"] or item["image"]["path"], -1 if label is None else int(label)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        src, label = self.source(i)
+        img = load_image(src)
+        if self.train:
+            rng = np.random.default_rng((self.seed, self.epoch, i))
+            img = random_resized_crop(img, self.image_size, rng)
+            if rng.random() < 0.5:
+                img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        else:
+            img = resize_square(img, self.image_size)
+        return to_uint8_tensor(img), label
+
+
+def _folder_items(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
+    """Every image under root (recursive, sorted); the parent folder below root is the class."""
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    names = [str(p.parent.relative_to(root)) if p.parent != root else "" for p in files]
+    classes = sorted(set(names))
+    index = {c: i for i, c in enumerate(classes)}
+    return [(str(p), index[n]) for p, n in zip(files, names)], classes
+
+
+def _folder_split(root: Path, split: str) -> Path:
+    """root/<split> when the folder is split (train/, validation/ or val/), else root itself."""
+    names = [split] + (["val", "valid"] if split == "validation" else [])
+    return next((root / n for n in names if (root / n).is_dir()), root)
+
+
+def _hf_dataset(data: str, split: str):
+    """A Hugging Face split from the hub, a save_to_disk folder or parquet files, images left encoded."""
+    import datasets  # heavy: imported only when a Hugging Face dataset is used
+
+    path = Path(data)
+    try:
+        if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+            ds = datasets.load_from_disk(str(path))
+            ds = ds[split] if isinstance(ds, datasets.DatasetDict) else ds
+        elif path.suffix == ".parquet":
+            ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
+        else:
+            ds = datasets.load_dataset(str(path) if path.is_dir() else data, split=split)
+    except KeyError:
+        raise DataError(f"{data}: has no split '{split}'") from None
+    except Exception as e:  # the hub client raises many types; the user needs one line
+        raise DataError(f"{data}: cannot load split '{split}' ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                        " -- give --data a local image folder, a save_to_disk folder or parquet files when offline") from None
+    if "image" not in ds.column_names:
+        raise DataError(f"{data}: no 'image' column (columns: {', '.join(ds.column_names)})")
+    ds = ds.cast_column("image", datasets.Image(decode=False))
+    classes = ds.features["label"].names if "label" in ds.column_names and hasattr(ds.features["label"], "names") else []
+    return ds, classes
+
+
+def make_dataset(data: str, split: str, image_size: int, train: bool, seed: int = 0) -> ImageDataset:
+    """The dataset --data names: an image folder, a local HF dataset, parquet files or a hub name."""
+    path = Path(data)
+    is_local_hf = path.is_dir() and (any(path.glob("*.json")) or any(path.rglob("*.parquet")))
+    if path.is_dir() and not is_local_hf:
+        items, classes = _folder_items(_folder_split(path, split))
+        if not items:
+            raise DataError(f"{data}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+    elif path.exists() or not data.startswith((".", "/")):
+        items, classes = _hf_dataset(data, split)
+    else:
+        raise DataError(f"{data}: no such file or folder")
+    if len(items) == 0:
+        raise DataError(f"{data}: split '{split}' is empty")
+    return ImageDataset(items, classes, image_size, train, seed)

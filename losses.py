@@ -1,0 +1,221 @@
+"""Losses and metrics: GAN, L1 on ab, VGG19 perceptual, Zhang's class-rebalanced 313-bin loss,
+and the per-image metrics that evaluate.py and the training scripts' validation share.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import data
+import models
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RELU4_3 = 24  # index of relu4_3 in torchvision's vgg19().features
+AUC_THRESHOLDS = 150  # Zhang et al.: ab error thresholds 0..150
+
+
+class VGGError(ValueError):
+    """VGG weights that cannot be had; the message is one line naming the options."""
+
+
+# ----------------------------------------------------------------------------- GAN, L1, perceptual
+
+
+def gan_loss(logits: torch.Tensor, real: bool, mode: str = "vanilla", generator: bool = False) -> torch.Tensor:
+    """Adversarial loss of logits against real/fake: 'vanilla' (BCE), 'lsgan' (MSE) or 'hinge'."""
+    if mode == "vanilla":
+        return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(real)))
+    if mode == "lsgan":
+        return F.mse_loss(logits, torch.full_like(logits, float(real)))
+    if mode == "hinge":
+        return -logits.mean() if generator else F.relu(1 - logits if real else 1 + logits).mean()
+    raise ValueError(f"gan_mode must be vanilla, lsgan or hinge, not {mode!r}")
+
+
+def l1_ab(ab_pred: torch.Tensor, ab_true: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean |ab error| in Lab units; weight (N,) scales each image (0 for gray ones)."""
+    per_image = (ab_pred - ab_true).abs().flatten(1).mean(1)
+    return per_image.mean() if weight is None else (per_image * weight).sum() / weight.sum().clamp_min(1)
+
+
+def mse_ab(ab_pred: torch.Tensor, ab_true: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared ab error in Lab units; weight (N,) scales each image."""
+    per_image = (ab_pred - ab_true).square().flatten(1).mean(1)
+    return per_image.mean() if weight is None else (per_image * weight).sum() / weight.sum().clamp_min(1)
+
+
+class VGGFeatures(nn.Module):
+    """Frozen torchvision VGG19 features up to relu4_3 on RGB in [0,1] (ImageNet-normalised inside)."""
+
+    def __init__(self, weights: str = "imagenet", layer: int = RELU4_3):
+        super().__init__()
+        import torchvision  # heavy: only the perceptual loss needs it
+
+        vgg = torchvision.models.vgg19()
+        if weights == "imagenet":
+            try:
+                state = torchvision.models.VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+            except Exception as e:
+                raise VGGError(f"cannot download the VGG19 ImageNet weights ({type(e).__name__}); use "
+                               "--vgg_weights=PATH (torchvision's vgg19-dcbb9e9d.pth) or --vgg_weights=random") from None
+            vgg.load_state_dict(state)
+        elif weights != "random":
+            state = models.load_checkpoint(weights)
+            state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
+            try:
+                vgg.features.load_state_dict(state)
+            except RuntimeError:
+                raise VGGError(f"{weights}: not VGG19 weights (imagenet, random or a vgg19 .pth file)") from None
+        self.features = vgg.features[: layer + 1].eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def train(self, mode: bool = True) -> "VGGFeatures":
+        """Always eval: the network is a fixed feature extractor."""
+        return super().train(False)
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Features of RGB in [0,1]."""
+        return self.features((rgb - self.mean) / self.std)
+
+
+def perceptual(vgg: VGGFeatures, rgb_pred: torch.Tensor, rgb_true: torch.Tensor) -> torch.Tensor:
+    """Per-image mean |VGG feature difference| (N,)."""
+    return (vgg(rgb_pred) - vgg(rgb_true)).abs().flatten(1).mean(1)
+
+
+# ----------------------------------------------------------------------------- Zhang et al.'s classification loss
+
+
+def soft_encode(ab: torch.Tensor, bins: torch.Tensor, neighbours: int = 5, sigma: float = 5.0) -> torch.Tensor:
+    """ab (N,2,H,W) -> (N,313,H,W): Gaussian weights on the nearest bins, summing to 1 per pixel."""
+    flat = ab.permute(0, 2, 3, 1).reshape(-1, 2)
+    dist, idx = torch.cdist(flat, bins.to(flat)).topk(neighbours, dim=1, largest=False)
+    w = torch.softmax(-dist.square() / (2 * sigma**2), 1)
+    target = torch.zeros(flat.shape[0], bins.shape[0], device=ab.device).scatter_(1, idx, w)
+    N, _, H, W = ab.shape
+    return target.view(N, H, W, -1).permute(0, 3, 1, 2)
+
+
+def nearest_bin(ab: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """ab (N,2,H,W) -> index (N,H,W) of the nearest bin."""
+    N, _, H, W = ab.shape
+    return torch.cdist(ab.permute(0, 2, 3, 1).reshape(-1, 2), bins.to(ab)).argmin(1).view(N, H, W)
+
+
+def ab_prior(batches: Iterable[torch.Tensor], bins: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
+    """Empirical distribution (313,) of nearest bins over ab batches, smoothed with a Gaussian in ab."""
+    counts = torch.zeros(bins.shape[0], dtype=torch.float64)
+    for ab in batches:
+        counts += torch.bincount(nearest_bin(ab, bins).flatten(), minlength=bins.shape[0]).double().cpu()
+    b = bins.double()
+    kernel = torch.exp(-torch.cdist(b, b).square() / (2 * sigma**2))
+    smoothed = kernel @ (counts / counts.sum().clamp_min(1))
+    return (smoothed / smoothed.sum()).float()
+
+
+def rebalance_weights(prior: torch.Tensor, lam: float = 0.5) -> torch.Tensor:
+    """w proportional to ((1 - lam) p + lam / Q)^-1, scaled so that the expectation of w under p is 1."""
+    w = 1 / ((1 - lam) * prior + lam / prior.numel())
+    return w / (prior * w).sum()
+
+
+def classification_loss(logits: torch.Tensor, ab: torch.Tensor, bins: torch.Tensor, weights: torch.Tensor,
+                        image_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Zhang's class-rebalanced cross-entropy: logits (N,313,h,w) vs ab (N,2,H,W) pooled to (h,w)."""
+    ab = F.adaptive_avg_pool2d(ab, logits.shape[-2:])
+    target = soft_encode(ab, bins)
+    pixel_w = weights.to(ab)[target.argmax(1)]
+    per_pixel = -(target * F.log_softmax(logits.float(), 1)).sum(1) * pixel_w
+    per_image = per_pixel.flatten(1).mean(1)
+    if image_weight is None:
+        return per_image.mean()
+    return (per_image * image_weight).sum() / image_weight.sum().clamp_min(1)
+
+
+def load_or_compute_prior(path: Path, batches: Callable[[], Iterable[torch.Tensor]], bins: torch.Tensor) -> torch.Tensor:
+    """The ab prior cached at path (.npy), computed from batches() when the file is missing."""
+    if path.exists():
+        return torch.from_numpy(np.load(path, allow_pickle=False))
+    prior = ab_prior(batches(), bins)
+    np.save(path, prior.numpy())
+    return prior
+
+
+# ----------------------------------------------------------------------------- metrics (per image)
+
+
+def auc(ab_pred: torch.Tensor, ab_true: torch.Tensor, thresholds: int = AUC_THRESHOLDS) -> torch.Tensor:
+    """(N,) area under the share-of-pixels-with-ab-error-<=-t curve, t = 0..thresholds, over thresholds."""
+    d = (ab_pred - ab_true).float().square().sum(1).sqrt().flatten(1)
+    # d <= t for integer t is ceil(d) <= t: one histogram of ceil(d) gives every threshold at once
+    bucket = d.ceil().clamp_max(thresholds + 1).long()
+    hist = torch.zeros(d.shape[0], thresholds + 2, device=d.device).scatter_add_(1, bucket, torch.ones_like(d))
+    share = hist.cumsum(1)[:, : thresholds + 1] / d.shape[1]
+    return torch.trapezoid(share, dim=1) / thresholds
+
+
+def psnr(rgb_pred: torch.Tensor, rgb_true: torch.Tensor) -> torch.Tensor:
+    """(N,) PSNR in dB for RGB in [0,1]; identical images give 100 dB (MSE floored at 1e-10), not inf."""
+    mse = (rgb_pred.float() - rgb_true.float()).square().flatten(1).mean(1)
+    return 10 * torch.log10(1 / mse.clamp_min(1e-10))
+
+
+def ssim(rgb_pred: torch.Tensor, rgb_true: torch.Tensor, win: int = 7) -> torch.Tensor:
+    """(N,) SSIM as skimage's structural_similarity(channel_axis, data_range=1) with its defaults."""
+    x, y = rgb_pred.double(), rgb_true.double()  # float64: variances are small differences of squares
+    mean = lambda t: F.avg_pool2d(t, win, stride=1)  # noqa: E731  skimage crops the padded border away
+    cov_norm = win * win / (win * win - 1)  # sample covariance, skimage's default
+    ux, uy = mean(x), mean(y)
+    vx, vy, vxy = (cov_norm * (mean(a * b) - ua * ub) for a, b, ua, ub in ((x, x, ux, ux), (y, y, uy, uy), (x, y, ux, uy)))
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+    return s.flatten(1).mean(1).float()
+
+
+def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
+    """(N,) Hasler and Suesstrunk 2003 on 0-255 RGB: sigma_rgyb + 0.3 mu_rgyb."""
+    r, g, b = (rgb.float() * 255).unbind(1)
+    rg, yb = (r - g).flatten(1), (0.5 * (r + g) - b).flatten(1)
+    sigma = (rg.var(1, unbiased=False) + yb.var(1, unbiased=False)).sqrt()
+    mu = (rg.mean(1).square() + yb.mean(1).square()).sqrt()
+    return sigma + 0.3 * mu
+
+
+def image_metrics(L: torch.Tensor, ab_true: torch.Tensor, ab_pred: torch.Tensor, vgg: VGGFeatures | None = None) -> dict[str, torch.Tensor]:
+    """Per-image metrics (each (N,)) of a prediction; the RGB images are clipped to [0,1]."""
+    ab_pred = ab_pred.float()
+    rgb_true, rgb_pred = data.lab_to_rgb(torch.cat([L, ab_true], 1)), data.lab_to_rgb(torch.cat([L, ab_pred], 1))
+    out = {
+        "l1_ab": (ab_pred - ab_true).abs().flatten(1).mean(1),
+        "mse_ab": (ab_pred - ab_true).square().flatten(1).mean(1),
+        "auc": auc(ab_pred, ab_true),
+        "psnr": psnr(rgb_pred, rgb_true),
+        "ssim": ssim(rgb_pred, rgb_true),
+        "colorfulness": colorfulness(rgb_pred),
+        "colorfulness_true": colorfulness(rgb_true),
+    }
+    if vgg is not None:
+        out["perceptual"] = perceptual(vgg, rgb_pred, rgb_true)
+    return out
+
+
+@torch.no_grad()
+def mean_metrics(G: nn.Module, batches: Iterable, gather: Callable = lambda t: t) -> dict[str, float]:
+    """Metrics of G averaged over every image of batches (uint8 RGB, label); gather joins processes."""
+    sums: dict[str, float] = {}
+    n = 0
+    for rgb, _ in batches:
+        L, ab = data.uint8_to_lab(rgb)
+        m = gather(image_metrics(L, ab, G(L)))
+        n += len(m["auc"])
+        for k, v in m.items():
+            sums[k] = sums.get(k, 0.0) + v.double().sum().item()
+    return {k: v / max(n, 1) for k, v in sums.items()}
