@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -107,10 +108,13 @@ def _to_8bit(img: Image.Image) -> Image.Image:
 def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open anything PIL reads as an upright 8-bit RGB (or RGBA) image; ImageError otherwise."""
     name = "<bytes>" if isinstance(src, bytes) else str(src)
+    too_big = f"{name}: over the limit of {max_pixels:,} pixels (a decompression bomb?)"
     try:
-        img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
+        with warnings.catch_warnings():  # our own limit decides, not PIL's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
         if img.width * img.height > max_pixels:
-            raise ImageError(f"{name}: {img.width}x{img.height} pixels is over the limit of {max_pixels:,}")
+            raise ImageError(too_big)
         img = ImageOps.exif_transpose(img)  # also loads the pixels
         img.load()
     except ImageError:
@@ -121,8 +125,8 @@ def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pix
         raise ImageError(f"{name}: is a directory, not an image") from None
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file (or a format PIL cannot read)") from None
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"{name}: {e}") from None
+    except Image.DecompressionBombError:
+        raise ImageError(too_big) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name}: cannot decode ({e})") from None
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
