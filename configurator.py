@@ -38,7 +38,7 @@ def _help(namespace: dict, keys: list[str]) -> str:
     lines = [(namespace.get("__doc__") or "").strip(), "", "options (--key=value; --config=FILE reads key = value lines):"]
     for k in keys:
         m = re.search(rf"^{k}\s*=.*?#\s*(.*)$", source, re.M)
-        lines.append(f"  --{k}={namespace[k]!r:<28} {m.group(1) if m else ''}")
+        lines.append(f"  --{k}={namespace[k]!r}".ljust(36) + f" {m.group(1) if m else ''}")
     return "\n".join(lines)
 
 

@@ -155,7 +155,7 @@ def random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator, s
 
 def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
     """PIL RGB image -> uint8 tensor (3,H,W)."""
-    return torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)
+    return torch.from_numpy(np.array(img if img.mode == "RGB" else img.convert("RGB"))).permute(2, 0, 1)
 
 
 # ----------------------------------------------------------------------------- datasets

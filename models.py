@@ -214,9 +214,10 @@ def colorize(G: ECCV16Generator, img: Image.Image, size: int = 256, temperature:
              chunk_pixels: int = 1 << 21) -> Image.Image:
     """The release pipeline: L of a size x size bicubic copy -> ab, upsampled onto the full-resolution L."""
     device = next(G.parameters()).device
-    small = data.to_uint8_tensor(data.resize_square(img.convert("RGB"), size))[None].to(device)
+    img_rgb = img if img.mode == "RGB" else img.convert("RGB")
+    small = data.to_uint8_tensor(data.resize_square(img_rgb, size))[None].to(device)
     ab_small = G(data.rgb_to_l(small.float() / 255), temperature).float()
-    rgb = torch.from_numpy(np.asarray(img.convert("RGB")))
+    rgb = torch.from_numpy(np.array(img_rgb))
     H, W = rgb.shape[:2]
     ab = F.interpolate(ab_small, size=(H, W), mode="bilinear")
     out = np.empty((H, W, 3), np.uint8)

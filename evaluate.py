@@ -1,0 +1,123 @@
+"""Evaluate colorizers side by side: python evaluate.py --ckpt=eccv16 --ckpt=runs/gan/ckpt.pt
+
+Every model sees the same images in the same run. Protocol (also written into --out):
+each image -> uint8 RGB -> PIL bicubic resize (stretch) to image_size -> ground truth in [0,1];
+L, ab from rgb_to_lab; prediction = lab_to_rgb(L, model(L)) clipped to [0,1]. Metrics are per image,
+then averaged: l1_ab, mse_ab (Lab units), auc (share of pixels with ab error <= t, t = 0..150, area / 150),
+psnr (RGB, data range 1; identical images count 100 dB), ssim (skimage's defaults), perceptual
+(L1 of VGG19 relu4_3 features), colorfulness (Hasler & Suesstrunk) and delta_cf = |mean colorfulness of
+predictions - mean colorfulness of ground truths|.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+import configurator
+import losses
+import models
+from data import DEFAULT_DATA, DataError, ImageError, lab_to_rgb, make_dataset, uint8_to_lab
+
+# -----------------------------------------------------------------------------
+ckpt = ["eccv16"]  # models to compare, one column each (repeat --ckpt=...): eccv16, release weights, a ckpt.pt
+data = DEFAULT_DATA  # HF dataset name, local HF dataset / parquet, or an image folder
+split = "validation"  # dataset split (folders: the train/ or validation/ subfolder when there is one)
+max_images = 0  # evaluate the first N images only (0 = all)
+image_size = 256  # evaluation resolution
+batch_size = 32
+num_workers = 4  # DataLoader workers decoding images
+temperature = 1.0  # annealed-mean temperature for every model (1 = the release's mean)
+vgg_weights = "imagenet"  # perceptual metric: imagenet, random, none, or a vgg19 .pth
+device = "auto"  # auto, cpu or cuda
+out = ""  # write the results as JSON here
+grid = ""  # write a comparison figure (gray | each model | ground truth) here
+grid_images = 6  # rows of the figure
+per_class = False  # also report every metric per class
+# -----------------------------------------------------------------------------
+config, _ = configurator.configure(globals())
+METRICS = ["l1_ab", "mse_ab", "auc", "psnr", "ssim", "perceptual", "colorfulness", "delta_cf"]
+
+
+def fail(message: str) -> None:
+    print(f"evaluate.py: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def summarize(per_image: dict[str, torch.Tensor], mask: torch.Tensor) -> dict:
+    """Mean of each metric over the images in mask, plus delta_cf and the image count."""
+    row = {k: per_image[k][mask].double().mean().item() if k in per_image else None for k in METRICS[:-1]}
+    row["delta_cf"] = abs(row["colorfulness"] - per_image["colorfulness_true"][mask].double().mean().item())
+    return {"n_images": int(mask.sum()), **row}
+
+
+def figure(rows: list[list[torch.Tensor]], labels: list[str]) -> Image.Image:
+    """Rows of RGB images (3,S,S) in [0,1] under a header of labels."""
+    s, head = rows[0][0].shape[-1], 24
+    fig = Image.new("RGB", (s * len(labels), head + s * len(rows)), "white")
+    draw = ImageDraw.Draw(fig)
+    for j, label in enumerate(labels):
+        draw.text((j * s + 4, 6), label[-40:], fill="black")
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            fig.paste(Image.fromarray((img * 255).round().byte().permute(1, 2, 0).cpu().numpy()), (j * s, head + i * s))
+    return fig
+
+
+device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+try:
+    dataset = make_dataset(data, split, image_size, train=False)
+    generators = [models.load_generator(spec, device) for spec in ckpt]
+    vgg = None if vgg_weights == "none" else losses.VGGFeatures(vgg_weights).to(device)
+except (DataError, models.ModelError, losses.VGGError) as e:
+    fail(str(e))
+if max_images:
+    dataset = torch.utils.data.Subset(dataset, range(min(max_images, len(dataset))))
+loader = torch.utils.data.DataLoader(dataset, batch_size, num_workers=num_workers, pin_memory=device == "cuda")
+
+results = [{} for _ in generators]  # per model: metric -> list of (N,) tensors
+labels, grid_rows = [], []
+try:
+    with torch.no_grad():
+        for rgb, label in tqdm(loader, unit="batch", desc="evaluate", file=sys.stderr):
+            L, ab = uint8_to_lab(rgb.to(device, non_blocking=True))
+            labels.append(label)
+            preds = []
+            for G, acc in zip(generators, results):
+                preds.append(G(L, temperature))
+                for k, v in losses.image_metrics(L, ab, preds[-1], vgg).items():
+                    acc.setdefault(k, []).append(v.cpu())
+            for i in range(min(len(rgb), grid_images - len(grid_rows))):
+                gray = lab_to_rgb(torch.cat([L[i:i + 1], torch.zeros_like(ab[i:i + 1])], 1))[0]
+                cols = [lab_to_rgb(torch.cat([L[i:i + 1], p[i:i + 1].float()], 1))[0] for p in preds]
+                grid_rows.append([gray, *cols, rgb[i].float() / 255])
+except (ImageError, RuntimeError) as e:  # a worker's ImageError arrives with its traceback in the message
+    fail(str(e).strip().splitlines()[-1])
+
+per_image = [{k: torch.cat(v) for k, v in acc.items()} for acc in results]
+labels = torch.cat(labels)
+everything = torch.ones_like(labels, dtype=torch.bool)
+rows = [{"ckpt": spec, **summarize(m, everything)} for spec, m in zip(ckpt, per_image)]
+classes = getattr(dataset, "classes", None) or getattr(getattr(dataset, "dataset", None), "classes", [])
+if per_class:
+    for spec, row, m in zip(ckpt, rows, per_image):
+        row["per_class"] = {(classes[c] if 0 <= c < len(classes) else str(c)) or "(root)": summarize(m, labels == c)
+                            for c in labels.unique().tolist()}
+
+width = max(12, *(len(Path(s).name) for s in ckpt))
+print(f"\n{len(labels)} images, {data} [{split}], {image_size}x{image_size}")
+print(f"{'metric':<14}" + "".join(f"{Path(s).name[-width:]:>{width + 2}}" for s in ckpt))
+for k in ["n_images"] + METRICS:
+    print(f"{k:<14}" + "".join(f"{'-' if r[k] is None else format(r[k], '.4f' if k != 'n_images' else 'd'):>{width + 2}}" for r in rows))
+if out:
+    protocol = {"data": data, "split": split, "image_size": image_size, "resize": "PIL bicubic, stretched",
+                "temperature": temperature, "auc_thresholds": "0..150 step 1", "psnr_identical_db": 100.0,
+                "ssim": "skimage defaults (7x7 uniform, sample covariance), channel mean, data_range 1",
+                "perceptual": None if vgg_weights == "none" else f"L1 of VGG19 relu4_3 features ({vgg_weights})",
+                "colorfulness": "Hasler & Suesstrunk 2003 on 0-255 RGB"}
+    Path(out).write_text(json.dumps({"models": rows, "protocol": protocol}, indent=1))
+if grid:
+    figure(grid_rows, ["gray input", *[Path(s).name for s in ckpt], "ground truth"]).save(grid)
