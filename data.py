@@ -87,6 +87,15 @@ def uint8_to_lab(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return lab[:, :1], lab[:, 1:]
 
 
+def colorization_grid(L: torch.Tensor, preds: list[torch.Tensor], ab: torch.Tensor) -> torch.Tensor:
+    """One RGB image (3,H',W') in [0,1] with a row per image: gray | each prediction | truth."""
+    from torchvision.utils import make_grid  # only figures need it
+
+    cols = [torch.zeros_like(ab), *preds, ab]
+    tiles = torch.stack([lab_to_rgb(torch.cat([L, c.float()], 1)) for c in cols], 1)
+    return make_grid(tiles.flatten(0, 1), nrow=len(cols), padding=0)
+
+
 def has_chroma(ab: torch.Tensor) -> torch.Tensor:
     """(N,) bool: True where some |a| or |b| exceeds 5 (Zhang et al. skip the rest)."""
     return ab.abs().flatten(1).amax(1) > CHROMA_THRESHOLD

@@ -20,7 +20,7 @@ from tqdm import tqdm
 import configurator
 import losses
 import models
-from data import DEFAULT_DATA, DataError, ImageError, lab_to_rgb, make_dataset, uint8_to_lab
+from data import DEFAULT_DATA, DataError, ImageError, colorization_grid, make_dataset, uint8_to_lab
 
 # -----------------------------------------------------------------------------
 ckpt = ["eccv16"]  # models to compare, one column each (repeat --ckpt=...): eccv16, release weights, a ckpt.pt
@@ -54,16 +54,15 @@ def summarize(per_image: dict[str, torch.Tensor], mask: torch.Tensor) -> dict:
     return {"n_images": int(mask.sum()), **row}
 
 
-def figure(rows: list[list[torch.Tensor]], labels: list[str]) -> Image.Image:
-    """Rows of RGB images (3,S,S) in [0,1] under a header of labels."""
-    s, head = rows[0][0].shape[-1], 24
-    fig = Image.new("RGB", (s * len(labels), head + s * len(rows)), "white")
+def figure(grid: torch.Tensor, labels: list[str]) -> Image.Image:
+    """The colorization grid (3,H,W) under a header naming its columns."""
+    head, cell = 24, grid.shape[-1] // len(labels)
+    body = Image.fromarray((grid * 255).round().byte().permute(1, 2, 0).cpu().numpy())
+    fig = Image.new("RGB", (body.width, body.height + head), "white")
+    fig.paste(body, (0, head))
     draw = ImageDraw.Draw(fig)
     for j, label in enumerate(labels):
-        draw.text((j * s + 4, 6), label[-40:], fill="black")
-    for i, row in enumerate(rows):
-        for j, img in enumerate(row):
-            fig.paste(Image.fromarray((img * 255).round().byte().permute(1, 2, 0).cpu().numpy()), (j * s, head + i * s))
+        draw.text((j * cell + 4, 6), label[-40:], fill="black")
     return fig
 
 
@@ -79,7 +78,7 @@ if max_images:
 loader = torch.utils.data.DataLoader(dataset, batch_size, num_workers=num_workers, pin_memory=device == "cuda")
 
 results = [{} for _ in generators]  # per model: metric -> list of (N,) tensors
-labels, grid_rows = [], []
+labels, shown = [], []  # shown: (L, ab, [pred per model]) of the figure's images
 try:
     with torch.no_grad():
         for rgb, label in tqdm(loader, unit="batch", desc="evaluate", file=sys.stderr):
@@ -90,10 +89,9 @@ try:
                 preds.append(G(L, temperature))
                 for k, v in losses.image_metrics(L, ab, preds[-1], vgg).items():
                     acc.setdefault(k, []).append(v.cpu())
-            for i in range(min(len(rgb), grid_images - len(grid_rows))):
-                gray = lab_to_rgb(torch.cat([L[i:i + 1], torch.zeros_like(ab[i:i + 1])], 1))[0]
-                cols = [lab_to_rgb(torch.cat([L[i:i + 1], p[i:i + 1].float()], 1))[0] for p in preds]
-                grid_rows.append([gray, *cols, rgb[i].float() / 255])
+            k = grid_images - sum(len(x[0]) for x in shown)
+            if k > 0:
+                shown.append((L[:k], ab[:k], [p[:k] for p in preds]))
 except (ImageError, RuntimeError) as e:  # a worker's ImageError arrives with its traceback in the message
     fail(str(e).strip().splitlines()[-1])
 
@@ -120,4 +118,6 @@ if out:
                 "colorfulness": "Hasler & Suesstrunk 2003 on 0-255 RGB"}
     Path(out).write_text(json.dumps({"models": rows, "protocol": protocol}, indent=1))
 if grid:
-    figure(grid_rows, ["gray input", *[Path(s).name for s in ckpt], "ground truth"]).save(grid)
+    L, ab = torch.cat([x[0] for x in shown]), torch.cat([x[1] for x in shown])
+    preds = [torch.cat([x[2][m] for x in shown]) for m in range(len(ckpt))]
+    figure(colorization_grid(L, preds, ab), ["gray input", *[Path(s).name for s in ckpt], "ground truth"]).save(grid)

@@ -79,8 +79,10 @@ class ECCV16Generator(nn.Module):
             x = block(x)
         return x
 
-    def forward(self, L: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        """ab at full resolution; temperature < 1 is Zhang's annealed mean (1 is the release's mean)."""
+    def forward(self, L: torch.Tensor, temperature: float = 1.0, logits: bool = False) -> torch.Tensor:
+        """ab at full resolution (or, with logits=True, the bin logits); temperature < 1 is Zhang's annealed mean."""
+        if logits:  # through forward, so that DDP sees the classification loss's pass
+            return self.logits(L)
         ab = self.model_out(torch.softmax(self.logits(L) / temperature, 1))
         return F.interpolate(ab, scale_factor=4, mode="bilinear") * 110
 
