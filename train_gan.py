@@ -147,7 +147,7 @@ bad_steps, epoch, batch_in_epoch = 0, start_epoch, start_batch
 done = False
 bar = tqdm(total=max_steps or epochs * len(train_loader), initial=step, disable=not is_main, unit="step", file=sys.stderr)
 try:
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(start_epoch, epochs if not max_steps else sys.maxsize):  # max_steps overrides epochs
         train_ds.epoch = epoch
         order.manual_seed(seed + epoch)
         batches = accelerator.skip_first_batches(train_loader, batch_in_epoch) if batch_in_epoch else train_loader
@@ -227,6 +227,9 @@ except KeyboardInterrupt:
 except ImageError as e:
     fail(str(e).strip().splitlines()[-1])
 bar.close()
+prints = accelerator.gather(models.fingerprint(G, D).to(accelerator.device)[None])
+if not torch.all(prints == prints[0]):
+    fail(f"the {accelerator.num_processes} processes ended with different weights: {prints.tolist()}")
 if is_main:
     writer.close()
-    print(f"train_gan.py: {step} steps; saved {out / 'ckpt.pt'}", file=sys.stderr)
+    print(f"train_gan.py: {step} steps; saved {out / 'ckpt.pt'}; weights identical on {len(prints)} process(es)", file=sys.stderr)

@@ -1,0 +1,79 @@
+"""Colorize a photo in the browser: streamlit run app.py -- --baseline=eccv16 --ckpt=runs/gan/ckpt.pt
+
+Three columns: the photo as the models see it (gray), the baseline's colorization, the GAN's.
+"""
+
+import io
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+import configurator
+import models
+from data import ImageError, lab_to_rgb, load_image, rgb_to_l, to_uint8_tensor
+
+# -----------------------------------------------------------------------------
+baseline = "eccv16"  # middle column's model spec ("" hides it)
+ckpt = "runs/gan/ckpt.pt"  # right column's model spec ("" hides it)
+max_upload_mb = 50  # refuse larger uploads
+max_pixels = 50_000_000  # refuse larger images (decompression bombs)
+device = "auto"  # auto, cpu or cuda
+# -----------------------------------------------------------------------------
+config, _ = configurator.configure(globals())
+device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+@st.cache_resource
+def generator(spec: str, device: str) -> models.ECCV16Generator:
+    """Each model is loaded once per server."""
+    return models.load_generator(spec, device)
+
+
+def as_gray(img):
+    """The photo's CIELAB L alone, as RGB: what the models see."""
+    from PIL import Image
+
+    L = rgb_to_l(to_uint8_tensor(img)[None].float() / 255)
+    rgb = lab_to_rgb(torch.cat([L, torch.zeros_like(L), torch.zeros_like(L)], 1))[0]
+    return Image.fromarray((rgb * 255).round().byte().permute(1, 2, 0).numpy())
+
+
+def png(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+st.set_page_config(page_title="colorgan", layout="wide")
+st.title("colorgan: automatic colorization")
+upload = st.file_uploader("A photo (JPEG, PNG or WebP); colour photos are shown as the gray input the models see",
+                          type=["jpg", "jpeg", "png", "webp"])
+temperature = st.slider("Temperature: 1 is the release's mean colour, lower is more saturated (the paper uses 0.38)",
+                        0.2, 1.0, 1.0, 0.02)
+if upload is None:
+    st.stop()
+if upload.size > max_upload_mb * 2**20:
+    st.error(f"{upload.name} is {upload.size / 2**20:.0f} MB; the limit is {max_upload_mb} MB.")
+    st.stop()
+try:
+    photo = load_image(upload.getvalue(), max_pixels=max_pixels)
+except ImageError as e:
+    st.error(f"{upload.name}: {str(e).split(': ', 1)[-1]}")
+    st.stop()
+
+stem = Path(upload.name).stem
+panels = [("Input (gray)", None), (f"Baseline: {Path(baseline).name}", baseline), (f"GAN: {Path(ckpt).name}", ckpt)]
+for column, (title, spec) in zip(st.columns(3), panels):
+    with column:
+        if spec == "":
+            continue
+        try:
+            with st.spinner("colorizing..."):
+                img = as_gray(photo) if spec is None else models.colorize(generator(spec, device), photo, temperature=temperature)
+        except models.ModelError as e:
+            st.error(str(e))
+            continue
+        st.image(img, caption=title, width="stretch")
+        st.download_button("Download PNG", png(img), f"{stem}-{'gray' if spec is None else Path(spec).stem}.png", "image/png",
+                           key=title)
