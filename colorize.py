@@ -24,6 +24,8 @@ max_pixels = data.MAX_PIXELS  # refuse larger images (decompression bombs)
 config, paths = configurator.configure(globals(), positional=True)
 SAVE_FORMATS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 ALPHA_FORMATS = {".png", ".webp", ".tif", ".tiff"}
+# zlib level 3 writes a 12 MP PNG twice as fast as PIL's default 6, for files about 20% larger
+SAVE_OPTIONS = {".png": {"compress_level": 3}, ".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"quality": 95}}
 
 
 def fail(message: str) -> None:
@@ -50,7 +52,7 @@ def save(img, path: Path) -> None:
         img = img.convert("RGB")
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # PIL picks the format from the suffix
     try:
-        img.save(tmp, **({"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg", ".webp") else {}))
+        img.save(tmp, **SAVE_OPTIONS.get(path.suffix.lower(), {}))
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

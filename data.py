@@ -70,12 +70,18 @@ def rgb_to_l(rgb: torch.Tensor) -> torch.Tensor:
     return 116 * _f(y) - 16
 
 
+def uint8_to_l(rgb: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB (N,3,H,W) -> L (N,1,H,W), as rgb_to_l, linearising through a 256-entry table."""
+    lin = _linearize(torch.arange(256, device=rgb.device) / 255)[rgb.long()]
+    return 116 * _f(_mix(lin, XYZ_FROM_RGB[1:2])) - 16
+
+
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     """Lab (N,3,H,W) -> sRGB (N,3,H,W) clipped to [0,1], as skimage.color.lab2rgb; differentiable."""
     L, a, b = lab.float().unbind(1)
     fy = (L + 16) / 116
     f = torch.stack([fy + a / 500, fy, (fy - b / 200).clamp_min(0)], 1)
-    xyz = torch.where(f > 0.2068966, f.clamp_min(0.2068966) ** 3, (f - 16 / 116) / 7.787)
+    xyz = torch.where(f > 0.2068966, f * f * f, (f - 16 / 116) / 7.787)
     lin = _mix(xyz * f.new_tensor(WHITE_D65).view(1, 3, 1, 1), RGB_FROM_XYZ)
     rgb = torch.where(lin > 0.0031308, 1.055 * lin.clamp_min(0.0031308) ** (1 / 2.4) - 0.055, lin * 12.92)
     return rgb.clamp(0, 1)

@@ -1,0 +1,252 @@
+"""Measure colorgan's speed beside the common baselines: python bench.py [--device=cpu|cuda] [--quick] [--out=bench.json]
+
+1. data: training loader images/s (decode, augment, Lab on the device) vs per-image PIL + skimage.rgb2lab
+2. train: GAN step images/s (G, D, VGG perceptual) across precision, channels_last, torch.compile; MFU on CUDA
+3. eval: batched metrics images/s vs per-image scikit-image
+4. inference: colorize.py on a 12-megapixel photo vs the release pipeline (whole processes, alternating)
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import configurator
+import losses
+import models
+from data import ImageDataset, has_chroma, lab_to_rgb, load_image, uint8_to_lab
+
+# -----------------------------------------------------------------------------
+device = "auto"  # auto, cpu or cuda
+quick = False  # small sizes and few repeats (CPU: a few minutes)
+out = "bench.json"  # results file
+photos = "../shared/data/imagenet-sample/images"  # JPEGs for the data, eval and inference benchmarks
+weights = ""  # release-format weights for inference ('' = random weights: the same compute)
+num_workers = 2  # DataLoader workers for the data benchmark
+# -----------------------------------------------------------------------------
+config, _ = configurator.configure(globals())
+device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+on_cuda = device == "cuda"
+results: dict = {"device": torch.cuda.get_device_name() if on_cuda else f"cpu ({os.cpu_count()} cores)", "torch": torch.__version__,
+                 "quick": quick}
+
+
+def sync() -> None:
+    if on_cuda:
+        torch.cuda.synchronize()
+
+
+def median_time(fn, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of fn() after warm-up."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def report(section: str, name: str, value: float, unit: str) -> None:
+    results.setdefault(section, {})[name] = round(value, 3)
+    print(f"{section:>9}  {name:<44} {value:10.2f} {unit}", flush=True)
+
+
+files = sorted(Path(photos).glob("*.jpg")) if Path(photos).is_dir() else []
+tmp = Path(tempfile.mkdtemp(prefix="colorgan-bench-"))
+if not files:  # a fresh clone has no ../shared: synthetic JPEGs of the same size
+    rng = np.random.default_rng(0)
+    for i in range(64):
+        y, x = np.mgrid[0:256, 0:341] / 256
+        img = np.stack([np.sin(5 * x + i), np.cos(4 * y + i), np.sin(3 * (x + y))], -1) * 100 + 128 + rng.normal(0, 20, (256, 341, 3))
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(tmp / f"{i}.jpg", quality=90)
+    files = sorted(tmp.glob("*.jpg"))
+n_data = 64 if quick else min(len(files), 512)
+
+# ----------------------------------------------------------------------------- 1. data
+
+
+def skimage_item(path) -> torch.Tensor:
+    """The common per-image path: PIL resize, then scikit-image's float64 Lab."""
+    from skimage import color
+
+    img = Image.open(path).convert("RGB").resize((256, 256), Image.BICUBIC)
+    return torch.from_numpy(color.rgb2lab(np.asarray(img))).permute(2, 0, 1).float()
+
+
+class SkimageDataset(torch.utils.data.Dataset):
+    def __len__(self):
+        return n_data
+
+    def __getitem__(self, i):
+        return skimage_item(files[i % len(files)])
+
+
+def loader_rate(dataset, to_lab: bool) -> float:
+    loader = torch.utils.data.DataLoader(dataset, 16, num_workers=num_workers)
+
+    def run():
+        for batch in loader:
+            batch = batch[0] if isinstance(batch, list) else batch
+            if to_lab:
+                uint8_to_lab(batch.to(device))
+        sync()
+
+    return n_data / median_time(run, 1 if quick else 3, warmup=0)
+
+
+ours = ImageDataset([(str(files[i % len(files)]), 0) for i in range(n_data)], [], 256, train=True)
+report("data", "colorgan loader (decode+augment+Lab on device)", loader_rate(ours, True), "img/s")
+report("data", "per-image PIL + skimage.rgb2lab", loader_rate(SkimageDataset(), False), "img/s")
+
+# ----------------------------------------------------------------------------- 2. training step
+
+size, batch = (128, 4) if quick and not on_cuda else (256, 16)
+G, D = models.ECCV16Generator().to(device).train(), models.PatchDiscriminator().to(device)
+vgg = losses.VGGFeatures("random").to(device)
+opt_G = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
+opt_D = torch.optim.Adam(D.parameters(), 1e-4, betas=(0.5, 0.999))
+
+
+def gan_step(rgb: torch.Tensor, Gm, Dm, dtype) -> None:
+    """train_gan.py's step: D on real and detached fake, then G on GAN + 10 L1 + 10 perceptual."""
+    L, ab = uint8_to_lab(rgb)
+    weight = has_chroma(ab).float()
+    with torch.autocast(device if on_cuda else "cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        fake = Gm(L)
+        real_logits, fake_logits = Dm(torch.cat([L, L]), torch.cat([ab, fake.detach()])).chunk(2)
+        loss_D = 0.5 * (losses.gan_loss(real_logits, True) + losses.gan_loss(fake_logits, False))
+    opt_D.zero_grad(set_to_none=True)
+    loss_D.backward()
+    opt_D.step()
+    with torch.autocast(device if on_cuda else "cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        perc = losses.perceptual(vgg, lab_to_rgb(torch.cat([L, fake], 1)), lab_to_rgb(torch.cat([L, ab], 1))).float()
+        loss_G = losses.gan_loss(Dm(L, fake), True, generator=True) + 10 * losses.l1_ab(fake.float(), ab, weight) + 10 * perc.mean()
+    opt_G.zero_grad(set_to_none=True)
+    loss_G.backward()
+    opt_G.step()
+
+
+rgb = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
+variants = [("fp32", None, False, False)]
+if on_cuda:
+    variants += [("bf16", torch.bfloat16, False, False), ("bf16 channels_last", torch.bfloat16, True, False),
+                 ("bf16 channels_last compile", torch.bfloat16, True, True)]
+elif not quick:
+    variants += [("bf16", torch.bfloat16, False, False), ("fp32 channels_last", None, True, False)]
+for name, dtype, cl, comp in variants:
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    G.to(memory_format=fmt), D.to(memory_format=fmt)
+    Gm, Dm = (torch.compile(G), torch.compile(D)) if comp else (G, D)
+    t = median_time(lambda: gan_step(rgb, Gm, Dm, dtype), 2 if quick else 5, warmup=2 if comp else 1)
+    report("train", f"GAN step {size}px batch {batch} {name}", batch / t, "img/s")
+if on_cuda:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        gan_step(rgb, G, D, torch.bfloat16)
+    t = median_time(lambda: gan_step(rgb, G, D, torch.bfloat16), 5)
+    peak = 989e12 if "H100" in results["device"] else float("nan")  # dense bf16 peak of an H100 SXM
+    report("train", "model TFLOP/s (bf16)", counter.get_total_flops() / t / 1e12, "TFLOP/s")
+    report("train", "MFU vs dense bf16 peak", counter.get_total_flops() / t / peak, "")
+
+# ----------------------------------------------------------------------------- 3. evaluation metrics
+
+from skimage import color  # noqa: E402
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # noqa: E402
+
+n_eval = 32 if quick else 128
+gt = torch.stack([torch.from_numpy(np.array(load_image(files[i % len(files)]).resize((256, 256), Image.BICUBIC))).permute(2, 0, 1)
+                  for i in range(n_eval)]).to(device)
+L, ab = uint8_to_lab(gt)
+pred_ab = ab * 0.5
+
+
+def batched_metrics():
+    for i in range(0, n_eval, 32):
+        losses.image_metrics(L[i:i + 32], ab[i:i + 32], pred_ab[i:i + 32])
+
+
+def skimage_metrics():
+    for i in range(n_eval):
+        truth = gt[i].permute(1, 2, 0).cpu().numpy() / 255
+        lab = color.rgb2lab(truth)
+        lab[..., 1:] *= 0.5
+        pred = color.lab2rgb(lab)
+        peak_signal_noise_ratio(truth, pred, data_range=1)
+        structural_similarity(truth, pred, channel_axis=-1, data_range=1.0)
+
+
+with torch.no_grad():
+    report("eval", "batched torch metrics", n_eval / median_time(batched_metrics, 3), "img/s")
+report("eval", "per-image scikit-image", n_eval / median_time(skimage_metrics, 1 if quick else 3), "img/s")
+
+# ----------------------------------------------------------------------------- 4. inference on 12 MP
+
+RELEASE = """
+import sys, numpy as np, torch, torch.nn.functional as F
+from PIL import Image
+from skimage import color
+sys.path.insert(0, sys.argv[4])
+import models
+G = models.ECCV16Generator(); G.load_state_dict(models._release_state(torch.load(sys.argv[3], weights_only=True))); G.eval()
+img = np.asarray(Image.open(sys.argv[1]).convert("RGB"))
+small = np.asarray(Image.fromarray(img).resize((256, 256), Image.BICUBIC))
+L_orig = torch.Tensor(color.rgb2lab(img)[:, :, 0])[None, None]
+L_small = torch.Tensor(color.rgb2lab(small)[:, :, 0])[None, None]
+with torch.no_grad():
+    ab = F.interpolate(G(L_small), size=img.shape[:2], mode="bilinear")
+out = color.lab2rgb(torch.cat([L_orig, ab], 1)[0].permute(1, 2, 0).numpy())
+Image.fromarray((out * 255).round().astype(np.uint8)).save(sys.argv[2])
+"""
+
+
+def whole_process(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak resident MiB of one process (its own VmHWM: wait4's maxrss counts the forking parent)."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0.0
+    while p.poll() is None:
+        try:
+            status = Path(f"/proc/{p.pid}/status").read_text()
+            peak = max(peak, int(status.split("VmHWM:")[1].split()[0]) / 1024)
+        except (OSError, IndexError):
+            pass
+        time.sleep(0.02)
+    if p.returncode:
+        raise SystemExit(f"bench.py: {' '.join(cmd[:3])} failed: {p.stderr.read().decode()[-500:]}")
+    return time.perf_counter() - t, peak
+
+
+big = tmp / "twelve_mp.jpg"
+base = load_image(files[0]).resize((4000, 3000), Image.BICUBIC)
+base.save(big, quality=90)
+if not weights:
+    weights = str(tmp / "random-release.pth")
+    torch.save(models.ECCV16Generator().state_dict(), weights)
+root = str(Path(__file__).resolve().parent)
+ours_cmd = [sys.executable, f"{root}/colorize.py", str(big), str(tmp / "ours.png"), f"--ckpt={weights}", f"--device={device}"]
+release_cmd = [sys.executable, "-c", RELEASE, str(big), str(tmp / "release.png"), weights, root]
+runs = {"ours": [], "release": []}
+for _ in range(2 if quick else 5):  # alternate, so drift hits both alike
+    runs["ours"].append(whole_process(ours_cmd))
+    runs["release"].append(whole_process(release_cmd))
+for name, label in (("ours", "colorize.py"), ("release", "release pipeline (skimage float64)")):
+    report("infer", f"{label} 12 MP seconds", statistics.median(r[0] for r in runs[name]), "s")
+    report("infer", f"{label} 12 MP peak RSS", statistics.median(r[1] for r in runs[name]), "MiB")
+diff = np.abs(np.asarray(Image.open(tmp / "ours.png"), dtype=int) - np.asarray(Image.open(tmp / "release.png"), dtype=int))
+report("infer", "pixel difference mean", diff.mean(), "levels")
+report("infer", "pixel difference 99.9th percentile", np.percentile(diff, 99.9), "levels")
+Path(out).write_text(json.dumps(results, indent=1))
+print(f"wrote {out}")
