@@ -58,7 +58,9 @@ class VGGFeatures(nn.Module):
         super().__init__()
         import torchvision  # heavy: only the perceptual loss needs it
 
-        vgg = torchvision.models.vgg19()
+        with torch.random.fork_rng(devices=[]):  # 'random' is the same network every time, whatever ran before
+            torch.manual_seed(0)
+            vgg = torchvision.models.vgg19()
         if weights == "imagenet":
             try:
                 state = torchvision.models.VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
@@ -170,14 +172,19 @@ def psnr(rgb_pred: torch.Tensor, rgb_true: torch.Tensor) -> torch.Tensor:
 
 def ssim(rgb_pred: torch.Tensor, rgb_true: torch.Tensor, win: int = 7) -> torch.Tensor:
     """(N,) SSIM as skimage's structural_similarity(channel_axis, data_range=1) with its defaults."""
-    x, y = rgb_pred.double(), rgb_true.double()  # float64: variances are small differences of squares
-    mean = lambda t: F.avg_pool2d(t, win, stride=1)  # noqa: E731  skimage crops the padded border away
+    x, y = rgb_pred.float(), rgb_true.float()
+    # centred per channel: float32 variances (small differences of squares) stay accurate to ~1e-6
+    mx, my = x.mean((2, 3), keepdim=True), y.mean((2, 3), keepdim=True)
+    x, y = x - mx, y - my
+    # one separable 7x7 box filter over all five moments; skimage crops the padded border, so no padding
+    moments = torch.cat([x, y, x * x, y * y, x * y], 1)
+    ux, uy, xx, yy, xy = F.avg_pool2d(F.avg_pool2d(moments, (1, win), 1), (win, 1), 1).chunk(5, 1)
     cov_norm = win * win / (win * win - 1)  # sample covariance, skimage's default
-    ux, uy = mean(x), mean(y)
-    vx, vy, vxy = (cov_norm * (mean(a * b) - ua * ub) for a, b, ua, ub in ((x, x, ux, ux), (y, y, uy, uy), (x, y, ux, uy)))
+    vx, vy, vxy = cov_norm * (xx - ux * ux), cov_norm * (yy - uy * uy), cov_norm * (xy - ux * uy)
+    ux, uy = ux + mx, uy + my
     c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
-    return s.flatten(1).mean(1).float()
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return s.flatten(1).double().mean(1).float()
 
 
 def colorfulness(rgb: torch.Tensor) -> torch.Tensor:

@@ -159,12 +159,7 @@ def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> None:
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """A checkpoint or state dict, on the CPU, without unpickling code."""
     try:
-        try:  # mapped, not read: a 130 MB file costs no copy
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e):  # files from torch < 1.6 cannot be mapped
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ModelError(f"{path}: no such file") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
@@ -209,7 +204,7 @@ def load_generator(spec: str, device: str | torch.device = "cpu") -> ECCV16Gener
     with _no_init():
         G = ECCV16Generator()
     try:
-        G.load_state_dict(_release_state(state), strict=True, assign=True)  # adopt the mapped tensors: no second copy
+        G.load_state_dict(_release_state(state), strict=True, assign=True)  # adopt the loaded tensors: no second copy
     except (RuntimeError, AttributeError, TypeError) as e:
         raise ModelError(f"{spec}: not ECCV16 generator weights ({str(e).splitlines()[0][:200]})") from None
     return G.to(device).eval()
