@@ -72,7 +72,7 @@ if not files:  # a fresh clone has no ../shared: synthetic JPEGs of the same siz
         img = np.stack([np.sin(5 * x + i), np.cos(4 * y + i), np.sin(3 * (x + y))], -1) * 100 + 128 + rng.normal(0, 20, (256, 341, 3))
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(tmp / f"{i}.jpg", quality=90)
     files = sorted(tmp.glob("*.jpg"))
-n_data = 64 if quick else min(len(files), 512)
+n_data = 256 if quick else 1024
 
 # ----------------------------------------------------------------------------- 1. data
 

@@ -250,7 +250,8 @@ def _hf_dataset(data: str, split: str):
 def make_dataset(data: str, split: str, image_size: int, train: bool, seed: int = 0) -> ImageDataset:
     """The dataset --data names: an image folder, a local HF dataset, parquet files or a hub name."""
     path = Path(data)
-    is_local_hf = path.is_dir() and (any(path.glob("*.json")) or any(path.rglob("*.parquet")))
+    is_local_hf = path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()
+                                     or any(path.rglob("*.parquet")))
     if path.is_dir() and not is_local_hf:
         items, classes = _folder_items(_folder_split(path, split))
         if not items:

@@ -39,16 +39,19 @@ def gan_loss(logits: torch.Tensor, real: bool, mode: str = "vanilla", generator:
     raise ValueError(f"gan_mode must be vanilla, lsgan or hinge, not {mode!r}")
 
 
+def weighted_mean(per_image: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over images, each scaled by weight (N,) when given (0 drops gray photos)."""
+    return per_image.mean() if weight is None else (per_image * weight).sum() / weight.sum().clamp_min(1)
+
+
 def l1_ab(ab_pred: torch.Tensor, ab_true: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean |ab error| in Lab units; weight (N,) scales each image (0 for gray ones)."""
-    per_image = (ab_pred - ab_true).abs().flatten(1).mean(1)
-    return per_image.mean() if weight is None else (per_image * weight).sum() / weight.sum().clamp_min(1)
+    return weighted_mean((ab_pred - ab_true).abs().flatten(1).mean(1), weight)
 
 
 def mse_ab(ab_pred: torch.Tensor, ab_true: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared ab error in Lab units; weight (N,) scales each image."""
-    per_image = (ab_pred - ab_true).square().flatten(1).mean(1)
-    return per_image.mean() if weight is None else (per_image * weight).sum() / weight.sum().clamp_min(1)
+    return weighted_mean((ab_pred - ab_true).square().flatten(1).mean(1), weight)
 
 
 class VGGFeatures(nn.Module):
@@ -136,10 +139,7 @@ def classification_loss(logits: torch.Tensor, ab: torch.Tensor, bins: torch.Tens
     target = soft_encode(ab, bins)
     pixel_w = weights.to(ab)[target.argmax(1)]
     per_pixel = -(target * F.log_softmax(logits.float(), 1)).sum(1) * pixel_w
-    per_image = per_pixel.flatten(1).mean(1)
-    if image_weight is None:
-        return per_image.mean()
-    return (per_image * image_weight).sum() / image_weight.sum().clamp_min(1)
+    return weighted_mean(per_pixel.flatten(1).mean(1), image_weight)
 
 
 def load_or_compute_prior(path: Path, batches: Callable[[], Iterable[torch.Tensor]], bins: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -106,7 +107,7 @@ if loss == "classification":
         batches = (uint8_to_lab(rgb.to(accelerator.device))[1] for rgb, _ in tqdm(prior_loader, desc="ab prior", file=sys.stderr))
         losses.load_or_compute_prior(prior_path, lambda: batches, bins)
     accelerator.wait_for_everyone()  # then every process reads the cached prior
-    class_weights = losses.rebalance_weights(losses.load_or_compute_prior(prior_path, list, bins)).to(accelerator.device)
+    class_weights = losses.rebalance_weights(torch.from_numpy(np.load(prior_path))).to(accelerator.device)
     bins = bins.to(accelerator.device)
 
 

@@ -176,8 +176,7 @@ try:
                     loss_G_perc = torch.zeros((), device=L.device)
                     if vgg is not None:
                         rgb_fake, rgb_real = lab_to_rgb(torch.cat([L, fake], 1)), lab_to_rgb(torch.cat([L, ab], 1))
-                        per_image = losses.perceptual(vgg, rgb_fake, rgb_real).float()
-                        loss_G_perc = (per_image * weight).sum() / weight.sum().clamp_min(1)
+                        loss_G_perc = losses.weighted_mean(losses.perceptual(vgg, rgb_fake, rgb_real).float(), weight)
                     loss_G = loss_G_GAN + lambda_l1 * loss_G_L1 + lambda_perceptual * loss_G_perc
                 if any_rank(not torch.isfinite(loss_G)):
                     bad_steps += 1
