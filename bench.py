@@ -109,6 +109,11 @@ def loader_rate(dataset, to_lab: bool) -> float:
 ours = ImageDataset([(str(files[i % len(files)]), 0) for i in range(n_data)], [], 256, train=True)
 report("data", "colorgan loader (decode+augment+Lab on device)", loader_rate(ours, True), "img/s")
 report("data", "per-image PIL + skimage.rgb2lab", loader_rate(SkimageDataset(), False), "img/s")
+# what one CPU core spends per image; with a GPU doing the Lab step, this is what bounds the loader
+report("data", "worker ms/img, colorgan (decode+augment)", 1000 * median_time(lambda: [ours[i] for i in range(64)], 3) / 64, "ms")
+report("data", "worker ms/img, PIL + skimage.rgb2lab", 1000 * median_time(lambda: [skimage_item(files[i]) for i in range(64)], 3) / 64, "ms")
+lab_batch = torch.randint(0, 256, (16, 3, 256, 256), dtype=torch.uint8, device=device)
+report("data", f"Lab on {device} ms/img (batched uint8_to_lab)", 1000 * median_time(lambda: uint8_to_lab(lab_batch), 5) / 16, "ms")
 
 # ----------------------------------------------------------------------------- 2. training step
 

@@ -56,11 +56,21 @@ def _f(t: torch.Tensor) -> torch.Tensor:
     return torch.where(t > 0.008856, t.clamp_min(0.008856) ** (1 / 3), 7.787 * t + 16 / 116)
 
 
-def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """sRGB (N,3,H,W) in [0,1] -> Lab (N,3,H,W), as skimage.color.rgb2lab."""
-    xyz = _mix(_linearize(rgb.float()), XYZ_FROM_RGB)
+def _lab_from_linear(lin: torch.Tensor) -> torch.Tensor:
+    """Linear RGB (N,3,H,W) -> Lab (N,3,H,W)."""
+    xyz = _mix(lin, XYZ_FROM_RGB)
     fx, fy, fz = _f(xyz / xyz.new_tensor(WHITE_D65).view(1, 3, 1, 1)).unbind(1)
     return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], 1)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB (N,3,H,W) in [0,1] -> Lab (N,3,H,W), as skimage.color.rgb2lab."""
+    return _lab_from_linear(_linearize(rgb.float()))
+
+
+def _linear_table(rgb: torch.Tensor) -> torch.Tensor:
+    """uint8 sRGB -> linear RGB through a 256-entry table (3 fewer powers per pixel)."""
+    return _linearize(torch.arange(256, device=rgb.device) / 255)[rgb.long()]
 
 
 def rgb_to_l(rgb: torch.Tensor) -> torch.Tensor:
@@ -71,9 +81,8 @@ def rgb_to_l(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def uint8_to_l(rgb: torch.Tensor) -> torch.Tensor:
-    """uint8 RGB (N,3,H,W) -> L (N,1,H,W), as rgb_to_l, linearising through a 256-entry table."""
-    lin = _linearize(torch.arange(256, device=rgb.device) / 255)[rgb.long()]
-    return 116 * _f(_mix(lin, XYZ_FROM_RGB[1:2])) - 16
+    """uint8 RGB (N,3,H,W) -> L (N,1,H,W), as rgb_to_l."""
+    return 116 * _f(_mix(_linear_table(rgb), XYZ_FROM_RGB[1:2])) - 16
 
 
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
@@ -88,8 +97,8 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
 
 
 def uint8_to_lab(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 RGB (N,3,H,W) on any device -> (L (N,1,H,W), ab (N,2,H,W)) in float32."""
-    lab = rgb_to_lab(batch.float() / 255)
+    """uint8 RGB (N,3,H,W) on any device -> (L (N,1,H,W), ab (N,2,H,W)) in float32, as rgb_to_lab."""
+    lab = _lab_from_linear(_linear_table(batch))
     return lab[:, :1], lab[:, 1:]
 
 
