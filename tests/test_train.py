@@ -118,3 +118,21 @@ def test_user_errors_are_one_line(tmp_path):
     p = run("train_finetune.py", "--bogus=1", check=False)
     assert p.returncode != 0 and "unknown option --bogus" in p.stderr
     assert "--lambda_perceptual" in run("train_gan.py", "--help").stdout
+
+
+def test_ctrl_c_saves_a_checkpoint_to_resume_from(split_photos, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "interrupted"
+    cmd = [sys.executable, str(ROOT / "train_gan.py"), f"--data={split_photos}", "--init=scratch", "--max_steps=1000",
+           f"--out_dir={out}", *TINY, *GAN]
+    p = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "ACCELERATE_USE_CPU": "1"})
+    seen, deadline = "", time.time() + 300
+    while "2/1000" not in seen and time.time() < deadline:  # wait until steps are being taken
+        seen += p.stderr.read(1)
+    p.send_signal(signal.SIGINT)
+    rest = p.communicate(timeout=120)[1]
+    assert p.returncode == 1 and "interrupted at step" in rest and "Traceback" not in rest, rest[-2000:]
+    ckpt = models.load_checkpoint(out / "ckpt.pt")
+    assert ckpt["step"] >= 2 and ckpt["batch_in_epoch"] == (ckpt["step"] - 2 * ckpt["epoch"])
