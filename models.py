@@ -159,7 +159,12 @@ def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> None:
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """A checkpoint or state dict, on the CPU, without unpickling code."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:  # mapped, not read into a buffer: a 130 MB file costs no extra copy
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):  # files from torch < 1.6 cannot be mapped
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ModelError(f"{path}: no such file") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
@@ -239,8 +244,7 @@ def colorize(G: ECCV16Generator, img: Image.Image, size: int = 256, temperature:
     img_rgb = img if img.mode == "RGB" else img.convert("RGB")
     small = data.to_uint8_tensor(data.resize_square(img_rgb, size))[None].to(device)
     ab_small = G(data.rgb_to_l(small.float() / 255), temperature).float()
-    rgb = torch.from_numpy(np.array(img_rgb))
-    H, W = rgb.shape[:2]
+    W, H = img_rgb.size
     # bilinear (align_corners=False) is separable: widen once, then blend two source rows per output row,
     # so no full-resolution ab tensor is ever held
     ab_wide = F.interpolate(ab_small, size=(ab_small.shape[2], W), mode="bilinear")[0]
@@ -250,11 +254,11 @@ def colorize(G: ECCV16Generator, img: Image.Image, size: int = 256, temperature:
     out = np.empty((H, W, 3), np.uint8)
     rows = max(1, chunk_pixels // W)  # bands keep float32 temporaries small at 12+ megapixels
     for r in range(0, H, rows):
-        band = rgb[r:r + rows].to(device).permute(2, 0, 1)[None]
+        band = torch.from_numpy(np.array(img_rgb.crop((0, r, W, min(H, r + rows))))).to(device).permute(2, 0, 1)[None]
         ab = torch.lerp(ab_wide[:, y0[r:r + rows]], ab_wide[:, y1[r:r + rows]], frac[r:r + rows])[None]
         lab = torch.cat([data.uint8_to_l(band), ab], 1)
         out[r:r + rows] = (data.lab_to_rgb(lab)[0] * 255).round_().byte().permute(1, 2, 0).cpu().numpy()
-    result = Image.fromarray(out, "RGB")
+    result = Image.frombuffer("RGB", (W, H), out, "raw", "RGB", 0, 1)  # shares out's memory: no copy
     if img.mode == "RGBA":
         result.putalpha(img.getchannel("A"))
     return result
