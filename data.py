@@ -139,8 +139,8 @@ def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pix
             img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
         if img.width * img.height > max_pixels:
             raise ImageError(too_big)
-        img = ImageOps.exif_transpose(img)  # also loads the pixels
         img.load()
+        ImageOps.exif_transpose(img, in_place=True)  # in place: a 12 MP photo is not copied
     except ImageError:
         raise
     except FileNotFoundError:
@@ -156,7 +156,8 @@ def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pix
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         img = _to_8bit(img)
     has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
-    return img.convert("RGBA" if keep_alpha and has_alpha else "RGB")
+    mode = "RGBA" if keep_alpha and has_alpha else "RGB"
+    return img if img.mode == mode else img.convert(mode)
 
 
 def resize_square(img: Image.Image, size: int) -> Image.Image:
