@@ -74,6 +74,6 @@ for column, (title, spec) in zip(st.columns(3), panels):
         except models.ModelError as e:
             st.error(str(e))
             continue
-        st.image(img, caption=title, width="stretch")
+        st.image(img, caption=title, width="stretch", output_format="PNG")  # exactly the downloaded pixels
         st.download_button("Download PNG", png(img), f"{stem}-{'gray' if spec is None else Path(spec).stem}.png", "image/png",
                            key=title)

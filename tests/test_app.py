@@ -32,13 +32,38 @@ def upload(at, name: str, raw: bytes, mime: str = "image/png"):
     return at
 
 
-def test_upload_shows_three_images_with_downloads(app):
+@pytest.fixture
+def served(monkeypatch) -> dict[str, bytes]:
+    """The bytes behind every media URL the page serves, by URL."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    files: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def keep(self, path_or_data, mimetype, kind, filename=None):
+        file_id = original(self, path_or_data, mimetype, kind, filename)
+        files[self.get_url(file_id)] = path_or_data
+        return file_id
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", keep)
+    return files
+
+
+def test_upload_shows_three_images_with_downloads(app, served, release_weights):
+    import models
+
+    photo = Image.fromarray(synthetic_rgb(0, 60, 80))
     buf = io.BytesIO()
-    Image.fromarray(synthetic_rgb(0, 60, 80)).save(buf, "PNG")
+    photo.save(buf, "PNG")
     at = upload(app, "photo.png", buf.getvalue())
     captions = [c for img in at.image for c in img.captions]
     assert len(at.image) == 3 and captions[0] == "Input (gray)" and captions[1].startswith("Baseline")
     assert len(at.download_button) == 3 and not at.error
+    shown = [np.asarray(Image.open(io.BytesIO(served[img.value[0]])).convert("RGB")) for img in at.image]
+    expected = np.asarray(models.colorize(models.load_generator(release_weights), photo))
+    assert all(a.shape == (60, 80, 3) for a in shown)
+    assert np.array_equal(shown[2], expected)  # the GAN column is exactly colorize's output
+    assert np.ptp(shown[0].astype(int), axis=2).max() <= 1  # the input column is gray
 
 
 @pytest.mark.parametrize("raw, message", [(b"not an image at all", "not an image"), (b"", "not an image")])
@@ -50,3 +75,17 @@ def test_bad_files_are_a_message_not_a_trace(app, raw, message):
 def test_oversized_uploads_are_refused(app):
     at = upload(app, "big.png", np.random.default_rng(0).bytes(2 * 2**20))
     assert at.error and "limit is 1 MB" in at.error[0].value
+
+
+def test_temperature_slider_recolours(app, served, release_weights):
+    import models
+
+    photo = Image.fromarray(synthetic_rgb(1, 48, 64))
+    buf = io.BytesIO()
+    photo.save(buf, "PNG")
+    at = upload(app, "photo.png", buf.getvalue())
+    before = np.asarray(Image.open(io.BytesIO(served[at.image[2].value[0]])))
+    at.slider[0].set_value(0.38).run()
+    after = np.asarray(Image.open(io.BytesIO(served[at.image[2].value[0]])).convert("RGB"))
+    expected = np.asarray(models.colorize(models.load_generator(release_weights), photo, temperature=0.38))
+    assert np.array_equal(after, expected) and not np.array_equal(before[..., :3], after)
