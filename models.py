@@ -135,7 +135,8 @@ def fetch_weights(url: str) -> Path:
         except Exception as e:  # urllib raises URLError, HTTPError, socket errors...
             raise ModelError(f"cannot download {url} ({e}); offline, put that file at {dst}") from None
     if prefix:
-        digest = hashlib.sha256(dst.read_bytes()).hexdigest()
+        with open(dst, "rb") as f:  # streamed: never 130 MB in memory at once
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
         if not digest.startswith(prefix.group(1)):
             dst.unlink()
             raise ModelError(f"{dst}: sha256 {digest[:8]}... does not match {prefix.group(1)}; removed it, download again")
