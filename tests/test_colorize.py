@@ -107,3 +107,10 @@ def test_offline_default_weights_say_where_to_put_the_file(tmp_path):
     p = colorize(str(jpeg), str(tmp_path / "out.png"), env=env)
     where = str(tmp_path / "th" / "hub" / "checkpoints" / "colorization_release_v2-9b330a0b.pth")
     refused(p, tmp_path / "out.png", f"put that file at {where}", lines=2)  # after the "downloading ..." notice
+
+
+def test_the_readme_sample_photo_colorizes(release_weights, tmp_path):
+    p = colorize(str(ROOT / "assets" / "camera.png"), str(tmp_path / "camera-color.png"), f"--ckpt={release_weights}")
+    assert p.returncode == 0, p.stderr
+    out = np.asarray(Image.open(tmp_path / "camera-color.png"))
+    assert out.shape == (512, 512, 3) and np.ptp(out.astype(int), axis=2).max() > 0  # colour where there was none
