@@ -11,7 +11,7 @@ import torch
 
 import configurator
 import models
-from data import ImageError, lab_to_rgb, load_image, rgb_to_l, to_uint8_tensor
+from data import ImageError, lab_to_rgb, load_image, to_uint8_tensor, uint8_to_l
 
 # -----------------------------------------------------------------------------
 baseline = "eccv16"  # middle column's model spec ("" hides it)
@@ -34,7 +34,7 @@ def as_gray(img):
     """The photo's CIELAB L alone, as RGB: what the models see."""
     from PIL import Image
 
-    L = rgb_to_l(to_uint8_tensor(img)[None].float() / 255)
+    L = uint8_to_l(to_uint8_tensor(img)[None])
     rgb = lab_to_rgb(torch.cat([L, torch.zeros_like(L), torch.zeros_like(L)], 1))[0]
     return Image.fromarray((rgb * 255).round().byte().permute(1, 2, 0).numpy())
 

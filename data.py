@@ -73,15 +73,8 @@ def _linear_table(rgb: torch.Tensor) -> torch.Tensor:
     return _linearize(torch.arange(256, device=rgb.device) / 255)[rgb.long()]
 
 
-def rgb_to_l(rgb: torch.Tensor) -> torch.Tensor:
-    """sRGB (N,3,H,W) in [0,1] -> L (N,1,H,W): only the luminance row of rgb_to_lab."""
-    lin = _linearize(rgb.float())
-    y = _mix(lin, XYZ_FROM_RGB[1:2])  # white Y is 1
-    return 116 * _f(y) - 16
-
-
 def uint8_to_l(rgb: torch.Tensor) -> torch.Tensor:
-    """uint8 RGB (N,3,H,W) -> L (N,1,H,W), as rgb_to_l."""
+    """uint8 RGB (N,3,H,W) -> L (N,1,H,W): only the luminance row of uint8_to_lab (white Y is 1)."""
     return 116 * _f(_mix(_linear_table(rgb), XYZ_FROM_RGB[1:2])) - 16
 
 

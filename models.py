@@ -244,7 +244,7 @@ def colorize(G: ECCV16Generator, img: Image.Image, size: int = 256, temperature:
     device = next(G.parameters()).device
     img_rgb = img if img.mode == "RGB" else img.convert("RGB")
     small = data.to_uint8_tensor(data.resize_square(img_rgb, size))[None].to(device)
-    ab_small = G(data.rgb_to_l(small.float() / 255), temperature).float()
+    ab_small = G(data.uint8_to_l(small), temperature).float()
     W, H = img_rgb.size
     # bilinear (align_corners=False) is separable: widen once, then blend two source rows per output row,
     # so no full-resolution ab tensor is ever held

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -101,13 +100,17 @@ samples = torch.stack([val_ds[i][0] for i in range(min(sample_images, len(val_ds
 if loss == "classification":
     bins = models.ab_bins().float()
     prior_path = out / "ab_prior.npy"
-    if is_main and not prior_path.exists():
+
+    def prior_batches():
+        """ab of prior_images random training photos."""
         pick = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(seed))[:prior_images].tolist()
         prior_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(train_ds, pick), batch_size, num_workers=num_workers)
-        batches = (uint8_to_lab(rgb.to(accelerator.device))[1] for rgb, _ in tqdm(prior_loader, desc="ab prior", file=sys.stderr))
-        losses.load_or_compute_prior(prior_path, lambda: batches, bins)
-    accelerator.wait_for_everyone()  # then every process reads the cached prior
-    class_weights = losses.rebalance_weights(torch.from_numpy(np.load(prior_path))).to(accelerator.device)
+        return (uint8_to_lab(rgb.to(accelerator.device))[1] for rgb, _ in tqdm(prior_loader, desc="ab prior", file=sys.stderr))
+
+    if is_main:  # the main process computes and caches it; after the barrier every process reads the cache
+        losses.load_or_compute_prior(prior_path, prior_batches, bins)
+    accelerator.wait_for_everyone()
+    class_weights = losses.rebalance_weights(losses.load_or_compute_prior(prior_path, prior_batches, bins)).to(accelerator.device)
     bins = bins.to(accelerator.device)
 
 
