@@ -3,7 +3,6 @@
 Three columns: the photo as the models see it (gray), the baseline's colorization, the GAN's.
 """
 
-import io
 from pathlib import Path
 
 import streamlit as st
@@ -11,7 +10,7 @@ import torch
 
 import configurator
 import models
-from data import ImageError, lab_to_rgb, load_image, to_uint8_tensor, uint8_to_l
+from data import ImageError, lab_to_rgb, load_image, png_bytes, to_uint8_tensor, uint8_to_l
 
 # -----------------------------------------------------------------------------
 baseline = "eccv16"  # middle column's model spec ("" hides it)
@@ -37,12 +36,6 @@ def as_gray(img):
     L = uint8_to_l(to_uint8_tensor(img)[None])
     rgb = lab_to_rgb(torch.cat([L, torch.zeros_like(L), torch.zeros_like(L)], 1))[0]
     return Image.fromarray((rgb * 255).round().byte().permute(1, 2, 0).numpy())
-
-
-def png(img) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
 
 
 st.set_page_config(page_title="colorgan", layout="wide")
@@ -75,5 +68,5 @@ for column, (title, spec) in zip(st.columns(3), panels):
             st.error(str(e))
             continue
         st.image(img, caption=title, width="stretch", output_format="PNG")  # exactly the downloaded pixels
-        st.download_button("Download PNG", png(img), f"{stem}-{'gray' if spec is None else Path(spec).stem}.png", "image/png",
+        st.download_button("Download PNG", png_bytes(img), f"{stem}-{'gray' if spec is None else Path(spec).stem}.png", "image/png",
                            key=title)

@@ -31,6 +31,7 @@ out = "bench.json"  # results file
 photos = "../shared/data/imagenet-sample/images"  # JPEGs for the data, eval and inference benchmarks
 weights = ""  # release-format weights for inference ('' = random weights: the same compute)
 num_workers = 2  # DataLoader workers for the data benchmark
+sections = "data,train,eval,infer"  # which benchmarks to run
 # -----------------------------------------------------------------------------
 config, _ = configurator.configure(globals())
 device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
@@ -59,7 +60,7 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
 
 
 def report(section: str, name: str, value: float, unit: str) -> None:
-    results.setdefault(section, {})[name] = round(value, 3)
+    results.setdefault(section, {})[name] = round(float(value), 3)
     print(f"{section:>9}  {name:<44} {value:10.2f} {unit}", flush=True)
 
 
@@ -94,7 +95,7 @@ class SkimageDataset(torch.utils.data.Dataset):
 
 
 def loader_rate(dataset, to_lab: bool) -> float:
-    loader = torch.utils.data.DataLoader(dataset, 16, num_workers=num_workers)
+    loader = torch.utils.data.DataLoader(dataset, 16, num_workers=num_workers, persistent_workers=num_workers > 0)
 
     def run():
         for batch in loader:
@@ -103,99 +104,132 @@ def loader_rate(dataset, to_lab: bool) -> float:
                 uint8_to_lab(batch.to(device))
         sync()
 
-    return n_data / median_time(run, 1 if quick else 3, warmup=0)
+    return n_data / median_time(run, 1 if quick else 3)  # the warm-up pass starts the workers
 
 
-ours = ImageDataset([(str(files[i % len(files)]), 0) for i in range(n_data)], [], 256, train=True)
-report("data", "colorgan loader (decode+augment+Lab on device)", loader_rate(ours, True), "img/s")
-report("data", "per-image PIL + skimage.rgb2lab", loader_rate(SkimageDataset(), False), "img/s")
-# what one CPU core spends per image; with a GPU doing the Lab step, this is what bounds the loader
-report("data", "worker ms/img, colorgan (decode+augment)", 1000 * median_time(lambda: [ours[i] for i in range(64)], 3) / 64, "ms")
-report("data", "worker ms/img, PIL + skimage.rgb2lab", 1000 * median_time(lambda: [skimage_item(files[i]) for i in range(64)], 3) / 64, "ms")
-lab_batch = torch.randint(0, 256, (16, 3, 256, 256), dtype=torch.uint8, device=device)
-report("data", f"Lab on {device} ms/img (batched uint8_to_lab)", 1000 * median_time(lambda: uint8_to_lab(lab_batch), 5) / 16, "ms")
+def bench_data() -> None:
+    """1. data: the training loader vs the per-image scikit-image path."""
+    ours = ImageDataset([(str(files[i % len(files)]), 0) for i in range(n_data)], [], 256, train=True)
+    report("data", "colorgan loader (decode+augment+Lab on device)", loader_rate(ours, True), "img/s")
+    report("data", "per-image PIL + skimage.rgb2lab", loader_rate(SkimageDataset(), False), "img/s")
+    # what one CPU core spends per image; with a GPU doing the Lab step, this is what bounds the loader
+    report("data", "worker ms/img, colorgan (decode+augment)", 1000 * median_time(lambda: [ours[i] for i in range(64)], 3) / 64, "ms")
+    report("data", "worker ms/img, PIL + skimage.rgb2lab", 1000 * median_time(lambda: [skimage_item(files[i]) for i in range(64)], 3) / 64, "ms")
+    lab_batch = torch.randint(0, 256, (16, 3, 256, 256), dtype=torch.uint8, device=device)
+    report("data", f"Lab on {device} ms/img (batched uint8_to_lab)", 1000 * median_time(lambda: uint8_to_lab(lab_batch), 5) / 16, "ms")
+
 
 # ----------------------------------------------------------------------------- 2. training step
 
-size, batch = (128, 4) if quick and not on_cuda else (256, 16)
-G, D = models.ECCV16Generator().to(device).train(), models.PatchDiscriminator().to(device)
-vgg = losses.VGGFeatures("random").to(device)
-opt_G = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
-opt_D = torch.optim.Adam(D.parameters(), 1e-4, betas=(0.5, 0.999))
 
+def bench_train() -> None:
+    """2. training: the GAN step across precision, memory format and torch.compile."""
+    size, batch = (128, 4) if quick and not on_cuda else (256, 16)
+    G, D = models.ECCV16Generator().to(device).train(), models.PatchDiscriminator().to(device)
+    vgg = losses.VGGFeatures("random").to(device)
+    opt_G = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
+    opt_D = torch.optim.Adam(D.parameters(), 1e-4, betas=(0.5, 0.999))
 
-def gan_step(rgb: torch.Tensor, Gm, Dm, dtype) -> None:
-    """train_gan.py's step: D on real and detached fake, then G on GAN + 10 L1 + 10 perceptual."""
-    L, ab = uint8_to_lab(rgb)
-    weight = has_chroma(ab).float()
-    with torch.autocast(device if on_cuda else "cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-        fake = Gm(L)
-        real_logits, fake_logits = Dm(torch.cat([L, L]), torch.cat([ab, fake.detach()])).chunk(2)
-        loss_D = 0.5 * (losses.gan_loss(real_logits, True) + losses.gan_loss(fake_logits, False))
-    opt_D.zero_grad(set_to_none=True)
-    loss_D.backward()
-    opt_D.step()
-    with torch.autocast(device if on_cuda else "cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-        perc = losses.perceptual(vgg, lab_to_rgb(torch.cat([L, fake], 1)), lab_to_rgb(torch.cat([L, ab], 1))).float()
-        loss_G = losses.gan_loss(Dm(L, fake), True, generator=True) + 10 * losses.l1_ab(fake.float(), ab, weight) + 10 * perc.mean()
-    opt_G.zero_grad(set_to_none=True)
-    loss_G.backward()
-    opt_G.step()
+    def gan_step(rgb: torch.Tensor, Gm, Dm, dtype) -> None:
+        """train_gan.py's step: D on real and detached fake, then G on GAN + 10 L1 + 10 perceptual."""
+        L, ab = uint8_to_lab(rgb)
+        weight = has_chroma(ab).float()
+        with torch.autocast(device if on_cuda else "cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            fake = Gm(L)
+            real_logits, fake_logits = Dm(torch.cat([L, L]), torch.cat([ab, fake.detach()])).chunk(2)
+            loss_D = 0.5 * (losses.gan_loss(real_logits, True) + losses.gan_loss(fake_logits, False))
+        opt_D.zero_grad(set_to_none=True)
+        loss_D.backward()
+        opt_D.step()
+        with torch.autocast(device if on_cuda else "cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            perc = losses.perceptual(vgg, lab_to_rgb(torch.cat([L, fake], 1)), lab_to_rgb(torch.cat([L, ab], 1))).float()
+            loss_G = losses.gan_loss(Dm(L, fake), True, generator=True) + 10 * losses.l1_ab(fake.float(), ab, weight) + 10 * perc.mean()
+        opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        opt_G.step()
 
+    def model_work(L: torch.Tensor, ab: torch.Tensor, Gm, Dm, dtype) -> None:
+        """The step's model work alone (G, D twice, VGG twice, forward and backward) on the same tensors; no Lab,
+        losses or optimiser: step time minus this is the share spent outside the models."""
+        with torch.autocast(device if on_cuda else "cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            fake = Gm(L)
+            Dm(torch.cat([L, L]), torch.cat([ab, fake.detach()])).float().sum().backward()
+            with torch.no_grad():
+                vgg(torch.cat([L, ab], 1))
+            (Dm(L, fake).float().sum() + vgg(torch.cat([L, fake], 1)).float().sum()).backward()
 
-rgb = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
-variants = [("fp32", None, False, False)]
-if on_cuda:
-    variants += [("bf16", torch.bfloat16, False, False), ("bf16 channels_last", torch.bfloat16, True, False),
-                 ("bf16 channels_last compile", torch.bfloat16, True, True)]
-elif not quick:
-    variants += [("bf16", torch.bfloat16, False, False), ("fp32 channels_last", None, True, False)]
-for name, dtype, cl, comp in variants:
-    fmt = torch.channels_last if cl else torch.contiguous_format
-    G.to(memory_format=fmt), D.to(memory_format=fmt)
-    Gm, Dm = (torch.compile(G), torch.compile(D)) if comp else (G, D)
-    t = median_time(lambda: gan_step(rgb, Gm, Dm, dtype), 2 if quick else 5, warmup=2 if comp else 1)
-    report("train", f"GAN step {size}px batch {batch} {name}", batch / t, "img/s")
-if on_cuda:
-    from torch.utils.flop_counter import FlopCounterMode
+    rgb = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
+    L_bench, ab_bench = uint8_to_lab(rgb)
+    variants = [("fp32", None, False, False)]
+    if on_cuda:
+        variants += [("bf16", torch.bfloat16, False, False), ("bf16 channels_last", torch.bfloat16, True, False),
+                     ("bf16 channels_last compile", torch.bfloat16, True, True)]
+    elif not quick:
+        variants += [("bf16", torch.bfloat16, False, False), ("fp32 channels_last", None, True, False)]
+    for name, dtype, cl, comp in variants:
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        G.to(memory_format=fmt), D.to(memory_format=fmt)
+        Gm, Dm = (torch.compile(G), torch.compile(D)) if comp else (G, D)
+        t = median_time(lambda: gan_step(rgb, Gm, Dm, dtype), 2 if quick else 5, warmup=2 if comp else 1)
+        report("train", f"GAN step {size}px batch {batch} {name}", batch / t, "img/s")
+        t_models = median_time(lambda: model_work(L_bench, ab_bench, Gm, Dm, dtype), 2 if quick else 5, warmup=2 if comp else 1)
+        report("train", f"  share of the step outside the models, {name}", max(0.0, 1 - t_models / t), "")
+    if on_cuda:  # the largest power-of-two batch that fits, bf16 channels_last
+        biggest = batch
+        while biggest < 1024:
+            try:
+                gan_step(torch.randint(0, 256, (2 * biggest, 3, size, size), dtype=torch.uint8, device=device), G, D, torch.bfloat16)
+                biggest *= 2
+            except torch.OutOfMemoryError:
+                break
+        opt_G.zero_grad(set_to_none=True), opt_D.zero_grad(set_to_none=True), torch.cuda.empty_cache()
+        rgb_big = torch.randint(0, 256, (biggest, 3, size, size), dtype=torch.uint8, device=device)
+        t = median_time(lambda: gan_step(rgb_big, G, D, torch.bfloat16), 5)
+        report("train", f"GAN step {size}px batch {biggest} (largest) bf16 channels_last", biggest / t, "img/s")
+        del rgb_big
+        G.to(memory_format=torch.contiguous_format), D.to(memory_format=torch.contiguous_format)
 
-    with FlopCounterMode(display=False) as counter:
-        gan_step(rgb, G, D, torch.bfloat16)
-    t = median_time(lambda: gan_step(rgb, G, D, torch.bfloat16), 5)
-    peak = 989e12 if "H100" in results["device"] else float("nan")  # dense bf16 peak of an H100 SXM
-    report("train", "model TFLOP/s (bf16)", counter.get_total_flops() / t / 1e12, "TFLOP/s")
-    report("train", "MFU vs dense bf16 peak", counter.get_total_flops() / t / peak, "")
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            gan_step(rgb, G, D, torch.bfloat16)
+        t = median_time(lambda: gan_step(rgb, G, D, torch.bfloat16), 5)
+        peak = 989e12 if "H100" in results["device"] else float("nan")  # dense bf16 peak of an H100 SXM
+        report("train", "model TFLOP/s (bf16)", counter.get_total_flops() / t / 1e12, "TFLOP/s")
+        report("train", "MFU vs dense bf16 peak", counter.get_total_flops() / t / peak, "")
+
 
 # ----------------------------------------------------------------------------- 3. evaluation metrics
 
-from skimage import color  # noqa: E402
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # noqa: E402
 
-n_eval = 32 if quick else 128
-gt = torch.stack([torch.from_numpy(np.array(load_image(files[i % len(files)]).resize((256, 256), Image.BICUBIC))).permute(2, 0, 1)
-                  for i in range(n_eval)]).to(device)
-L, ab = uint8_to_lab(gt)
-pred_ab = ab * 0.5
+def bench_eval() -> None:
+    """3. evaluation: batched metrics vs per-image scikit-image."""
+    from skimage import color
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+    n_eval = 32 if quick else 128
+    gt = torch.stack([torch.from_numpy(np.array(load_image(files[i % len(files)]).resize((256, 256), Image.BICUBIC))).permute(2, 0, 1)
+                      for i in range(n_eval)]).to(device)
+    L, ab = uint8_to_lab(gt)
+    pred_ab = ab * 0.5
 
-def batched_metrics():
-    for i in range(0, n_eval, 32):
-        losses.image_metrics(L[i:i + 32], ab[i:i + 32], pred_ab[i:i + 32])
+    def batched_metrics():
+        for i in range(0, n_eval, 32):
+            losses.image_metrics(L[i:i + 32], ab[i:i + 32], pred_ab[i:i + 32])
 
+    def skimage_metrics():
+        for i in range(n_eval):
+            truth = gt[i].permute(1, 2, 0).cpu().numpy() / 255
+            lab = color.rgb2lab(truth)
+            lab[..., 1:] *= 0.5
+            pred = color.lab2rgb(lab)
+            peak_signal_noise_ratio(truth, pred, data_range=1)
+            structural_similarity(truth, pred, channel_axis=-1, data_range=1.0)
 
-def skimage_metrics():
-    for i in range(n_eval):
-        truth = gt[i].permute(1, 2, 0).cpu().numpy() / 255
-        lab = color.rgb2lab(truth)
-        lab[..., 1:] *= 0.5
-        pred = color.lab2rgb(lab)
-        peak_signal_noise_ratio(truth, pred, data_range=1)
-        structural_similarity(truth, pred, channel_axis=-1, data_range=1.0)
+    with torch.no_grad():
+        report("eval", "batched torch metrics", n_eval / median_time(batched_metrics, 3), "img/s")
+    report("eval", "per-image scikit-image", n_eval / median_time(skimage_metrics, 1 if quick else 3), "img/s")
 
-
-with torch.no_grad():
-    report("eval", "batched torch metrics", n_eval / median_time(batched_metrics, 3), "img/s")
-report("eval", "per-image scikit-image", n_eval / median_time(skimage_metrics, 1 if quick else 3), "img/s")
 
 # ----------------------------------------------------------------------------- 4. inference on 12 MP
 
@@ -234,24 +268,38 @@ def whole_process(cmd: list[str]) -> tuple[float, float]:
     return time.perf_counter() - t, peak
 
 
-big = tmp / "twelve_mp.jpg"
-base = load_image(files[0]).resize((4000, 3000), Image.BICUBIC)
-base.save(big, quality=90)
-if not weights:
-    weights = str(tmp / "random-release.pth")
-    torch.save(models.ECCV16Generator().state_dict(), weights)
-root = str(Path(__file__).resolve().parent)
-ours_cmd = [sys.executable, f"{root}/colorize.py", str(big), str(tmp / "ours.png"), f"--ckpt={weights}", f"--device={device}"]
-release_cmd = [sys.executable, "-c", RELEASE, str(big), str(tmp / "release.png"), weights, root]
-runs = {"ours": [], "release": []}
-for _ in range(2 if quick else 5):  # alternate, so drift hits both alike
-    runs["ours"].append(whole_process(ours_cmd))
-    runs["release"].append(whole_process(release_cmd))
-for name, label in (("ours", "colorize.py"), ("release", "release pipeline (skimage float64)")):
-    report("infer", f"{label} 12 MP seconds", statistics.median(r[0] for r in runs[name]), "s")
-    report("infer", f"{label} 12 MP peak RSS", statistics.median(r[1] for r in runs[name]), "MiB")
-diff = np.abs(np.asarray(Image.open(tmp / "ours.png"), dtype=int) - np.asarray(Image.open(tmp / "release.png"), dtype=int))
-report("infer", "pixel difference mean", diff.mean(), "levels")
-report("infer", "pixel difference 99.9th percentile", np.percentile(diff, 99.9), "levels")
+def bench_infer() -> None:
+    """4. inference: colorize.py vs the release pipeline on a 12 MP photo, whole processes."""
+    big = tmp / "twelve_mp.jpg"
+    base = load_image(files[0]).resize((4000, 3000), Image.BICUBIC)
+    base.save(big, quality=90)
+    release_weights = weights or str(tmp / "random-release.pth")
+    if not weights:
+        torch.save(models.ECCV16Generator().state_dict(), release_weights)
+    root = str(Path(__file__).resolve().parent)
+    ours_cmd = [sys.executable, f"{root}/colorize.py", str(big), str(tmp / "ours.png"), f"--ckpt={release_weights}", f"--device={device}"]
+    release_cmd = [sys.executable, "-c", RELEASE, str(big), str(tmp / "release.png"), release_weights, root]
+    runs = {"ours": [], "release": []}
+    for _ in range(2 if quick else 5):  # alternate, so drift hits both alike
+        runs["ours"].append(whole_process(ours_cmd))
+        runs["release"].append(whole_process(release_cmd))
+    for name, label in (("ours", "colorize.py"), ("release", "release pipeline (skimage float64)")):
+        report("infer", f"{label} 12 MP seconds", statistics.median(r[0] for r in runs[name]), "s")
+        report("infer", f"{label} 12 MP peak RSS", statistics.median(r[1] for r in runs[name]), "MiB")
+    speedup = statistics.median(r[0] for r in runs["release"]) / statistics.median(r[0] for r in runs["ours"])
+    report("infer", "speed-up of colorize.py (release / ours)", speedup, "x")
+    memory = statistics.median(r[1] for r in runs["ours"]) / statistics.median(r[1] for r in runs["release"])
+    report("infer", "peak RSS of colorize.py / release", memory, "x")
+    diff = np.abs(np.asarray(Image.open(tmp / "ours.png"), dtype=int) - np.asarray(Image.open(tmp / "release.png"), dtype=int))
+    report("infer", "pixel difference mean", diff.mean(), "levels")
+    report("infer", "pixel difference 99.9th percentile", np.percentile(diff, 99.9), "levels")
+    report("infer", "pixel difference max", diff.max(), "levels")
+
+
+SECTIONS = {"data": bench_data, "train": bench_train, "eval": bench_eval, "infer": bench_infer}
+for name in sections.split(","):
+    if name not in SECTIONS:
+        sys.exit(f"bench.py: unknown section {name!r} (use some of {','.join(SECTIONS)})")
+    SECTIONS[name]()
 Path(out).write_text(json.dumps(results, indent=1))
 print(f"wrote {out}")

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,7 @@ XYZ_FROM_RGB = (
 )
 RGB_FROM_XYZ = tuple(map(tuple, np.linalg.inv(np.array(XYZ_FROM_RGB)).tolist()))
 WHITE_D65 = (0.95047, 1.0, 1.08883)
+RGB_FROM_WHITE_XYZ = tuple(tuple(m * w for m, w in zip(row, WHITE_D65)) for row in RGB_FROM_XYZ)  # XYZ / white -> RGB
 MAX_PIXELS = 100_000_000  # refuse larger images: a decompression bomb costs gigabytes
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 DEFAULT_DATA = "Elriggs/imagenet-50-subset"
@@ -51,9 +55,14 @@ def _linearize(rgb: torch.Tensor) -> torch.Tensor:
     return torch.where(rgb > 0.04045, ((rgb.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
 
 
+def _pow(x: torch.Tensor, p: float) -> torch.Tensor:
+    """x ** p for x > 0 as exp(p log x): as accurate in float32, twice as fast as pow on CPU."""
+    return torch.exp(torch.log(x) * p)
+
+
 def _f(t: torch.Tensor) -> torch.Tensor:
     """CIE f(t): cube root above 0.008856, linear below (clamped so gradients stay finite)."""
-    return torch.where(t > 0.008856, t.clamp_min(0.008856) ** (1 / 3), 7.787 * t + 16 / 116)
+    return torch.where(t > 0.008856, _pow(t.clamp_min(0.008856), 1 / 3), 7.787 * t + 16 / 116)
 
 
 def _lab_from_linear(lin: torch.Tensor) -> torch.Tensor:
@@ -68,14 +77,23 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     return _lab_from_linear(_linearize(rgb.float()))
 
 
+def _srgb_table(device: torch.device) -> torch.Tensor:
+    """The linear value of each 8-bit sRGB level (256,): a lookup instead of a power per pixel."""
+    return _linearize(torch.arange(256, device=device) / 255)
+
+
 def _linear_table(rgb: torch.Tensor) -> torch.Tensor:
-    """uint8 sRGB -> linear RGB through a 256-entry table (3 fewer powers per pixel)."""
-    return _linearize(torch.arange(256, device=rgb.device) / 255)[rgb.long()]
+    """uint8 sRGB -> linear RGB through the 256-entry table."""
+    return _srgb_table(rgb.device).take(rgb.long())  # take is twice as fast as indexing on CPU
 
 
 def uint8_to_l(rgb: torch.Tensor) -> torch.Tensor:
     """uint8 RGB (N,3,H,W) -> L (N,1,H,W): only the luminance row of uint8_to_lab (white Y is 1)."""
-    return 116 * _f(_mix(_linear_table(rgb), XYZ_FROM_RGB[1:2])) - 16
+    # Y from three tables of weighted linear values: the same float32 sums as _mix, half the passes
+    table, idx = _srgb_table(rgb.device), rgb.long()
+    r, g, b = (w * table for w in XYZ_FROM_RGB[1])
+    y = r.take(idx[:, 0:1]) + g.take(idx[:, 1:2]) + b.take(idx[:, 2:3])
+    return 116 * _f(y) - 16
 
 
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
@@ -83,9 +101,9 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     L, a, b = lab.float().unbind(1)
     fy = (L + 16) / 116
     f = torch.stack([fy + a / 500, fy, (fy - b / 200).clamp_min(0)], 1)
-    xyz = torch.where(f > 0.2068966, f * f * f, (f - 16 / 116) / 7.787)
-    lin = _mix(xyz * f.new_tensor(WHITE_D65).view(1, 3, 1, 1), RGB_FROM_XYZ)
-    rgb = torch.where(lin > 0.0031308, 1.055 * lin.clamp_min(0.0031308) ** (1 / 2.4) - 0.055, lin * 12.92)
+    xyz = torch.where(f > 0.2068966, f.pow(3), (f - 16 / 116) / 7.787)  # in units of the white point
+    lin = _mix(xyz, RGB_FROM_WHITE_XYZ)
+    rgb = torch.where(lin > 0.0031308, 1.055 * _pow(lin.clamp_min(0.0031308), 1 / 2.4) - 0.055, lin * 12.92)
     return rgb.clamp(0, 1)
 
 
@@ -174,6 +192,34 @@ def random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator, s
 def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
     """PIL RGB image -> uint8 tensor (3,H,W)."""
     return torch.from_numpy(np.array(img if img.mode == "RGB" else img.convert("RGB"))).permute(2, 0, 1)
+
+
+PNG_COLOR_TYPES = {"L": 0, "RGB": 2, "LA": 4, "RGBA": 6}
+
+
+def png_bytes(img: Image.Image, level: int = 3) -> bytes:
+    """An 8-bit L/LA/RGB/RGBA image as PNG, deflated in parallel bands as pigz does: 2-3x faster than PIL's encoder."""
+    pixels = np.asarray(img).reshape(img.height, -1)
+    rows = np.empty((img.height, pixels.shape[1] + 1), np.uint8)
+    rows[:, 0] = 2  # PNG's "Up" filter: each row minus the one above, as small as PIL's adaptive choice on photos
+    rows[0, 1:] = pixels[0]
+    np.subtract(pixels[1:], pixels[:-1], out=rows[1:, 1:])
+    bands = np.array_split(rows, max(1, min(64, rows.nbytes >> 20)))
+
+    def deflate(i: int) -> bytes:  # raw deflate, byte-aligned at the end, so the bands join into one stream
+        z = zlib.compressobj(level, zlib.DEFLATED, -15)
+        return z.compress(bands[i]) + z.flush(zlib.Z_FINISH if i == len(bands) - 1 else zlib.Z_SYNC_FLUSH)
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:  # zlib lets go of the GIL
+        parts = list(pool.map(deflate, range(len(bands))))
+    parts[0] = zlib.compress(b"", level)[:2] + parts[0]  # the zlib header
+    parts[-1] += zlib.adler32(rows).to_bytes(4, "big")
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(body, zlib.crc32(kind)).to_bytes(4, "big")
+
+    header = struct.pack(">IIBBBBB", img.width, img.height, 8, PNG_COLOR_TYPES[img.mode], 0, 0, 0)
+    return b"".join([b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", header), *(chunk(b"IDAT", p) for p in parts), chunk(b"IEND", b"")])
 
 
 # ----------------------------------------------------------------------------- datasets

@@ -239,7 +239,7 @@ def set_rng_state(state: dict) -> None:
 
 @torch.no_grad()
 def colorize(G: ECCV16Generator, img: Image.Image, size: int = 256, temperature: float = 1.0,
-             chunk_pixels: int = 1 << 19) -> Image.Image:
+             chunk_pixels: int = 1 << 17) -> Image.Image:
     """The release pipeline: L of a size x size bicubic copy -> ab, upsampled onto the full-resolution L."""
     device = next(G.parameters()).device
     img_rgb = img if img.mode == "RGB" else img.convert("RGB")
@@ -253,12 +253,13 @@ def colorize(G: ECCV16Generator, img: Image.Image, size: int = 256, temperature:
     y0 = src.floor().long().clamp_max(ab_small.shape[2] - 1)
     y1, frac = (y0 + 1).clamp_max(ab_small.shape[2] - 1), (src - y0).view(-1, 1)
     out = np.empty((H, W, 3), np.uint8)
-    rows = max(1, chunk_pixels // W)  # bands keep float32 temporaries small at 12+ megapixels
+    rows = max(1, chunk_pixels // W)  # bands small enough that the float32 temporaries stay in cache
     for r in range(0, H, rows):
         band = torch.from_numpy(np.array(img_rgb.crop((0, r, W, min(H, r + rows))))).to(device).permute(2, 0, 1)[None]
         ab = torch.lerp(ab_wide[:, y0[r:r + rows]], ab_wide[:, y1[r:r + rows]], frac[r:r + rows])[None]
         lab = torch.cat([data.uint8_to_l(band), ab], 1)
-        out[r:r + rows] = (data.lab_to_rgb(lab)[0] * 255).round_().byte().permute(1, 2, 0).cpu().numpy()
+        rgb = (data.lab_to_rgb(lab)[0] * 255).round_().cpu()
+        torch.from_numpy(out[r:r + rows]).permute(2, 0, 1).copy_(rgb)  # cast and interleave in one pass
     result = Image.frombuffer("RGB", (W, H), out, "raw", "RGB", 0, 1)  # shares out's memory: no copy
     if img.mode == "RGBA":
         result.putalpha(img.getchannel("A"))

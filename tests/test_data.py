@@ -122,6 +122,41 @@ def test_loader_refuses_truncated_missing_and_huge(tmp_path):
         data.load_image(big)
 
 
+def png_chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, body) of each chunk, every CRC checked."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, i = [], 8
+    while i < len(png):
+        n, kind = int.from_bytes(png[i:i + 4], "big"), png[i + 4:i + 8]
+        body = png[i + 8:i + 8 + n]
+        assert int.from_bytes(png[i + 8 + n:i + 12 + n], "big") == zlib.crc32(kind + body)
+        chunks.append((kind, body))
+        i += 12 + n
+    return chunks
+
+
+@pytest.mark.parametrize("mode, shape", [("RGB", (1100, 700, 3)), ("RGBA", (7, 5, 4)), ("L", (1, 1)), ("LA", (33, 2, 2))])
+def test_png_bytes_decode_to_the_same_pixels(mode, shape):
+    pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    png = data.png_bytes(Image.fromarray(pixels, mode))
+    back = Image.open(io.BytesIO(png))
+    assert back.mode == mode and np.array_equal(np.asarray(back), pixels)
+    chunks = png_chunks(png)
+    assert [k for k, _ in chunks][0] == b"IHDR" and chunks[-1] == (b"IEND", b"")
+    # the parallel bands form one valid zlib stream (zlib checks the Adler-32) of filtered rows
+    raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
+    assert len(raw) == shape[0] * (1 + pixels[0].size)
+    if mode == "RGB":  # 2 MB of rows: deflated in several bands
+        assert sum(kind == b"IDAT" for kind, _ in chunks) > 1
+
+
+def test_png_bytes_are_no_larger_than_pils_on_a_photo():
+    photo = Image.fromarray(synthetic_rgb(0, 600, 800))
+    buf = io.BytesIO()
+    photo.save(buf, "PNG", compress_level=3)
+    assert len(data.png_bytes(photo)) <= 1.05 * buf.tell()
+
+
 # ----------------------------------------------------------------------------- datasets
 
 
