@@ -1,4 +1,4 @@
-"""Measure colorgan's speed beside the common baselines: python bench.py [--device=cpu|cuda] [--quick] [--out=bench.json]
+"""Measure colorgan's speed beside the common baselines: python bench.py [--device=cpu|cuda] [--quick] [--sections=data,train,eval,infer]
 
 1. data: training loader images/s (decode, augment, Lab on the device) vs per-image PIL + skimage.rgb2lab
 2. train: GAN step images/s (G, D, VGG perceptual) across precision, channels_last, torch.compile; MFU on CUDA
