@@ -130,18 +130,22 @@ def bench_train() -> None:
     opt_G = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
     opt_D = torch.optim.Adam(D.parameters(), 1e-4, betas=(0.5, 0.999))
 
+    def autocast(dtype):
+        """Mixed precision in dtype; None is plain fp32."""
+        return torch.autocast(device if on_cuda else "cpu", dtype=dtype or torch.float32, enabled=dtype is not None)
+
     def gan_step(rgb: torch.Tensor, Gm, Dm, dtype) -> None:
         """train_gan.py's step: D on real and detached fake, then G on GAN + 10 L1 + 10 perceptual."""
         L, ab = uint8_to_lab(rgb)
         weight = has_chroma(ab).float()
-        with torch.autocast(device if on_cuda else "cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(dtype):
             fake = Gm(L)
             real_logits, fake_logits = Dm(torch.cat([L, L]), torch.cat([ab, fake.detach()])).chunk(2)
             loss_D = 0.5 * (losses.gan_loss(real_logits, True) + losses.gan_loss(fake_logits, False))
         opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
         opt_D.step()
-        with torch.autocast(device if on_cuda else "cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(dtype):
             perc = losses.perceptual(vgg, lab_to_rgb(torch.cat([L, fake], 1)), lab_to_rgb(torch.cat([L, ab], 1))).float()
             loss_G = losses.gan_loss(Dm(L, fake), True, generator=True) + 10 * losses.l1_ab(fake.float(), ab, weight) + 10 * perc.mean()
         opt_G.zero_grad(set_to_none=True)
@@ -151,7 +155,7 @@ def bench_train() -> None:
     def model_work(L: torch.Tensor, ab: torch.Tensor, Gm, Dm, dtype) -> None:
         """The step's model work alone (G, D twice, VGG twice, forward and backward) on the same tensors; no Lab,
         losses or optimiser: step time minus this is the share spent outside the models."""
-        with torch.autocast(device if on_cuda else "cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(dtype):
             fake = Gm(L)
             Dm(torch.cat([L, L]), torch.cat([ab, fake.detach()])).float().sum().backward()
             with torch.no_grad():
