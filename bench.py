@@ -22,7 +22,8 @@ from PIL import Image
 import configurator
 import losses
 import models
-from data import ImageDataset, has_chroma, lab_to_rgb, load_image, uint8_to_lab
+import training
+from data import ImageDataset, load_image, uint8_to_lab
 
 # -----------------------------------------------------------------------------
 device = "auto"  # auto, cpu or cuda
@@ -127,30 +128,19 @@ def bench_train() -> None:
     size, batch = (128, 4) if quick and not on_cuda else (256, 16)
     G, D = models.ECCV16Generator().to(device).train(), models.PatchDiscriminator().to(device)
     vgg = losses.VGGFeatures("random").to(device)
-    opt_G = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
-    opt_D = torch.optim.Adam(D.parameters(), 1e-4, betas=(0.5, 0.999))
+    opt_G = training.adam(G.parameters(), 2e-4, (0.5, 0.999))
+    opt_D = training.adam(D.parameters(), 1e-4, (0.5, 0.999))
+    G_ema = models.ECCV16Generator().to(device).eval().requires_grad_(False)
 
     def autocast(dtype):
         """Mixed precision in dtype; None is plain fp32."""
         return torch.autocast(device if on_cuda else "cpu", dtype=dtype or torch.float32, enabled=dtype is not None)
 
     def gan_step(rgb: torch.Tensor, Gm, Dm, dtype) -> None:
-        """train_gan.py's step: D on real and detached fake, then G on GAN + 10 L1 + 10 perceptual."""
+        """train_gan.py's step (training.gan_step with its defaults) on a uint8 batch, Lab included."""
         L, ab = uint8_to_lab(rgb)
-        weight = has_chroma(ab).float()
-        with autocast(dtype):
-            fake = Gm(L)
-            real_logits, fake_logits = Dm(torch.cat([L, L]), torch.cat([ab, fake.detach()])).chunk(2)
-            loss_D = 0.5 * (losses.gan_loss(real_logits, True) + losses.gan_loss(fake_logits, False))
-        opt_D.zero_grad(set_to_none=True)
-        loss_D.backward()
-        opt_D.step()
-        with autocast(dtype):
-            perc = losses.perceptual(vgg, lab_to_rgb(torch.cat([L, fake], 1)), lab_to_rgb(torch.cat([L, ab], 1))).float()
-            loss_G = losses.gan_loss(Dm(L, fake), True, generator=True) + 10 * losses.l1_ab(fake.float(), ab, weight) + 10 * perc.mean()
-        opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        opt_G.step()
+        training.gan_step(Gm, Dm, Dm, opt_G, opt_D, L, ab, gan_mode="vanilla", lambda_l1=10.0, lambda_perceptual=10.0, vgg=vgg,
+                          ema=(G_ema, G, 0.999), autocast=lambda: autocast(dtype))
 
     def model_work(L: torch.Tensor, ab: torch.Tensor, Gm, Dm, dtype) -> None:
         """The step's model work alone (G, D twice, VGG twice, forward and backward) on the same tensors; no Lab,
@@ -244,6 +234,7 @@ from PIL import Image
 from skimage import color
 sys.path.insert(0, sys.argv[4])
 import models
+import training
 G = models.ECCV16Generator(); G.load_state_dict(models._release_state(torch.load(sys.argv[3], weights_only=True))); G.eval()
 img = np.asarray(Image.open(sys.argv[1]).convert("RGB"))
 small = np.asarray(Image.fromarray(img).resize((256, 256), Image.BICUBIC))

@@ -45,7 +45,9 @@ def _help(namespace: dict, keys: list[str]) -> str:
 def configure(namespace: dict, argv: list[str] | None = None, positional: bool = False) -> tuple[dict, list[str]]:
     """Apply --config and --key=value to namespace's config variables; return (config, positional args)."""
     argv = sys.argv[1:] if argv is None else argv
-    keys = [k for k, v in namespace.items() if not k.startswith("_") and isinstance(v, CONFIG_TYPES)]
+    prog = Path(namespace.get("__file__") or "script").name  # errors read "train_gan.py: ...", as the scripts' own
+    # lower-case plain values only: an imported CONSTANT is not an option, nor a key of the saved config
+    keys = [k for k, v in namespace.items() if not k.startswith("_") and not k.isupper() and isinstance(v, CONFIG_TYPES)]
     if "--help" in argv or "-h" in argv:
         print(_help(namespace, keys))
         sys.exit(0)
@@ -53,11 +55,21 @@ def configure(namespace: dict, argv: list[str] | None = None, positional: bool =
     args: list[str] = []
     for arg in argv:
         if arg.startswith("--config="):
-            for line in Path(arg.split("=", 1)[1]).read_text().splitlines():
+            name = arg.split("=", 1)[1]
+            try:
+                lines = Path(name).read_text().splitlines()
+            except OSError as e:
+                raise SystemExit(f"{prog}: --config={name}: {e.strerror}") from None
+            for n, line in enumerate(lines, 1):
                 line = line.split("#", 1)[0].strip()
                 if line:
-                    k, _, v = line.partition("=")
-                    value = ast.literal_eval(v.strip())
+                    k, eq, v = line.partition("=")
+                    try:
+                        value = ast.literal_eval(v.strip()) if eq else None
+                    except (ValueError, SyntaxError):
+                        value = None
+                    if value is None:
+                        raise SystemExit(f"{prog}: {name} line {n}: expected key = value (a Python literal), got {line!r}")
                     overrides.append((k.strip(), value if isinstance(value, str) else repr(value)))
         elif arg.startswith("--"):
             k, eq, v = arg[2:].partition("=")
@@ -65,11 +77,11 @@ def configure(namespace: dict, argv: list[str] | None = None, positional: bool =
         elif positional:
             args.append(arg)
         else:
-            raise SystemExit(f"error: unexpected argument {arg!r}; options are --key=value (see --help)")
+            raise SystemExit(f"{prog}: unexpected argument {arg!r}; options are --key=value (see --help)")
     lists_seen: set[str] = set()
     for k, v in overrides:
         if k not in keys:
-            raise SystemExit(f"error: unknown option --{k} (see --help)")
+            raise SystemExit(f"{prog}: unknown option --{k} (see --help)")
         if isinstance(namespace[k], list):  # repeated --key=a --key=b builds the list
             namespace[k] = (namespace[k] if k in lists_seen else []) + [v]
             lists_seen.add(k)
@@ -77,5 +89,5 @@ def configure(namespace: dict, argv: list[str] | None = None, positional: bool =
         try:
             namespace[k] = _parse(k, v, namespace[k])
         except ValueError as e:
-            raise SystemExit(f"error: {e}") from None
+            raise SystemExit(f"{prog}: {e}") from None
     return {k: namespace[k] for k in keys}, args

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import warnings
 import zlib
@@ -30,6 +31,8 @@ RGB_FROM_WHITE_XYZ = tuple(tuple(m * w for m, w in zip(row, WHITE_D65)) for row 
 MAX_PIXELS = 100_000_000  # refuse larger images: a decompression bomb costs gigabytes
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 DEFAULT_DATA = "Elriggs/imagenet-50-subset"
+MAX_STAND_INS = 16  # consecutive undecodable training photos before the dataset is called broken
+HELD_OUT_EVERY = 20  # without a validation split, every 20th photo (5%) is held out for validation
 CHROMA_THRESHOLD = 5.0  # Zhang et al.: images with no |a| or |b| above this are treated as gray
 
 
@@ -243,7 +246,8 @@ class ImageDataset(torch.utils.data.Dataset):
         label = item.get("label")
         return item["image"]["bytes"] or item["image"]["path"], -1 if label is None else int(label)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def _decode(self, i: int) -> tuple[torch.Tensor, int]:
+        """Item i decoded and augmented (train) or stretched (validation)."""
         src, label = self.source(i)
         img = load_image(src)
         if self.train:
@@ -254,6 +258,22 @@ class ImageDataset(torch.utils.data.Dataset):
         else:
             img = resize_square(img, self.image_size)
         return to_uint8_tensor(img), label
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
+        """(uint8 (3,S,S), label, bad): bad names the files that failed to decode, one per line ('' when none).
+
+        A bad photo never stops a run: in training the next good item stands in (the batch stays full);
+        otherwise the item is a black image with label -1 whose bad field marks it for the metrics to skip.
+        """
+        bad = []
+        for j in range(i, i + (min(len(self), MAX_STAND_INS) if self.train else 1)):
+            try:
+                return (*self._decode(j % len(self)), "\n".join(bad))
+            except ImageError as e:
+                bad.append(str(e))
+        if self.train:
+            raise DataError(f"{MAX_STAND_INS} photos in a row cannot be decoded, from {bad[0]}")
+        return torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8), -1, bad[0]
 
 
 def _folder_items(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
@@ -286,6 +306,10 @@ def _hf_dataset(data: str, split: str):
             ds = datasets.load_dataset(str(path) if path.is_dir() else data, split=split)
     except KeyError:
         raise DataError(f"{data}: has no split '{split}'") from None
+    except ValueError as e:
+        if "split" not in str(e).lower():
+            raise DataError(f"{data}: cannot load split '{split}' ({str(e).splitlines()[0]})") from None
+        raise DataError(f"{data}: has no split '{split}'") from None
     except Exception as e:  # the hub client raises many types; the user needs one line
         raise DataError(f"{data}: cannot load split '{split}' ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
                         " -- give --data a local image folder, a save_to_disk folder or parquet files when offline") from None
@@ -296,19 +320,60 @@ def _hf_dataset(data: str, split: str):
     return ds, classes
 
 
-def make_dataset(data: str, split: str, image_size: int, train: bool, seed: int = 0) -> ImageDataset:
-    """The dataset --data names: an image folder, a local HF dataset, parquet files or a hub name."""
-    path = Path(data)
+def _is_hub_name(spec: str) -> bool:
+    """OWNER/NAME, the Hub's form, whose first part is not a local folder (a mistyped path is never sent to the Hub)."""
+    return re.fullmatch(r"[\w.-]+/[\w.-]+", spec) is not None and not Path(spec.split("/")[0]).exists()
+
+
+def _split_items(spec: str, split: str) -> tuple[object, list[str], bool]:
+    """(items, classes, whether the source has this split) of an image folder, a local HF dataset, parquet or a Hub name."""
+    path = Path(spec)
     is_local_hf = path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()
                                      or any(path.rglob("*.parquet")))
     if path.is_dir() and not is_local_hf:
-        items, classes = _folder_items(_folder_split(path, split))
+        root = _folder_split(path, split)
+        items, classes = _folder_items(root)
         if not items:
-            raise DataError(f"{data}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
-    elif path.exists() or not data.startswith((".", "/")):
-        items, classes = _hf_dataset(data, split)
-    else:
-        raise DataError(f"{data}: no such file or folder")
+            raise DataError(f"{spec}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+        return items, classes, root != path or split == "train"
+    if path.exists() or _is_hub_name(spec):
+        if path.suffix == ".parquet":
+            items, classes = _hf_dataset(spec, "train")
+            return items, classes, split == "train"
+        items, classes = _hf_dataset(spec, split)
+        return items, classes, True
+    raise DataError(f"{spec}: no such file or folder (a Hugging Face dataset is named OWNER/NAME)")
+
+
+def make_dataset(spec: str, split: str, image_size: int, train: bool, seed: int = 0) -> ImageDataset:
+    """The split of --dataset: an image folder (all of it when it has no such subfolder), local HF data or a Hub name."""
+    items, classes, _ = _split_items(spec, split)
     if len(items) == 0:
-        raise DataError(f"{data}: split '{split}' is empty")
+        raise DataError(f"{spec}: split '{split}' is empty")
     return ImageDataset(items, classes, image_size, train, seed)
+
+
+def train_val_datasets(spec: str, image_size: int, seed: int = 0) -> tuple[ImageDataset, ImageDataset, str]:
+    """Training and validation sets; without a validation split, every HELD_OUT_EVERY-th photo is held out of training.
+
+    The third value says where validation comes from, for the run's log.
+    """
+    train_items, classes, _ = _split_items(spec, "train")
+    try:
+        val_items, _, has_val = _split_items(spec, "validation")
+    except DataError as e:
+        if "has no split" not in str(e):
+            raise
+        has_val = False
+    if has_val:
+        note = f"validation: the validation split ({len(val_items)} photos)"
+    else:
+        held = [i for i in range(len(train_items)) if i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1] or [len(train_items) - 1]
+        kept = sorted(set(range(len(train_items))) - set(held))
+        pick = train_items.select if hasattr(train_items, "select") else (lambda idx: [train_items[i] for i in idx])
+        train_items, val_items = pick(kept), pick(held)
+        note = f"validation: no validation split, so {len(val_items)} of {len(kept) + len(held)} photos (every {HELD_OUT_EVERY}th) are held out of training"
+    for name, items in (("train", train_items), ("validation", val_items)):
+        if len(items) == 0:
+            raise DataError(f"{spec}: split '{name}' is empty")
+    return ImageDataset(train_items, classes, image_size, True, seed), ImageDataset(val_items, classes, image_size, False), note

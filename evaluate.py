@@ -20,11 +20,11 @@ from tqdm import tqdm
 import configurator
 import losses
 import models
-from data import DEFAULT_DATA, DataError, ImageError, colorization_grid, make_dataset, uint8_to_lab
+from data import DataError, colorization_grid, make_dataset, uint8_to_lab
 
 # -----------------------------------------------------------------------------
 ckpt = ["eccv16"]  # models to compare, one column each (repeat --ckpt=...): eccv16, release weights, a ckpt.pt
-data = DEFAULT_DATA  # HF dataset name, local HF dataset / parquet, or an image folder
+dataset = "Elriggs/imagenet-50-subset"  # HF dataset OWNER/NAME, local HF dataset / parquet, or an image folder
 split = "validation"  # dataset split (folders: the train/ or validation/ subfolder when there is one)
 max_images = 0  # evaluate the first N images only (0 = all)
 image_size = 256  # evaluation resolution
@@ -68,50 +68,55 @@ def figure(grid: torch.Tensor, labels: list[str]) -> Image.Image:
 
 device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 try:
-    dataset = make_dataset(data, split, image_size, train=False)
+    images = make_dataset(dataset, split, image_size, train=False)
     generators = [models.load_generator(spec, device) for spec in ckpt]
     vgg = None if vgg_weights == "none" else losses.VGGFeatures(vgg_weights).to(device)
 except (DataError, models.ModelError, losses.VGGError) as e:
     fail(str(e))
 if max_images:
-    dataset = torch.utils.data.Subset(dataset, range(min(max_images, len(dataset))))
-loader = torch.utils.data.DataLoader(dataset, batch_size, num_workers=num_workers, pin_memory=device == "cuda")
+    images = torch.utils.data.Subset(images, range(min(max_images, len(images))))
+loader = torch.utils.data.DataLoader(images, batch_size, num_workers=num_workers, pin_memory=device == "cuda")
 
 results = [{} for _ in generators]  # per model: metric -> list of (N,) tensors
-labels, shown = [], []  # shown: (L, ab, [pred per model]) of the figure's images
-try:
-    with torch.no_grad():
-        for rgb, label in tqdm(loader, unit="batch", desc="evaluate", file=sys.stderr):
-            L, ab = uint8_to_lab(rgb.to(device, non_blocking=True))
-            labels.append(label)
-            preds = []
-            for G, acc in zip(generators, results):
-                preds.append(G(L, temperature))
-                for k, v in losses.image_metrics(L, ab, preds[-1], vgg).items():
-                    acc.setdefault(k, []).append(v.cpu())
-            k = grid_images - sum(len(x[0]) for x in shown)
-            if k > 0:
-                shown.append((L[:k], ab[:k], [p[:k] for p in preds]))
-except (ImageError, RuntimeError) as e:  # a worker's ImageError arrives with its traceback in the message
-    fail(str(e).strip().splitlines()[-1])
+labels, shown, skipped = [], [], []  # shown: (L, ab, [pred per model]) of the figure's images
+with torch.no_grad():
+    for rgb, label, bad in tqdm(loader, unit="batch", desc="evaluate", file=sys.stderr):
+        for name in filter(None, bad):  # a photo that cannot be decoded is named and left out of every metric
+            tqdm.write(f"evaluate.py: skipped {name}", file=sys.stderr)
+        keep = torch.tensor([not b for b in bad])
+        skipped += [b for b in bad if b]
+        if not keep.any():
+            continue
+        L, ab = uint8_to_lab(rgb[keep].to(device, non_blocking=True))
+        labels.append(label[keep])
+        preds = []
+        for G, acc in zip(generators, results):
+            preds.append(G(L, temperature))
+            for k, v in losses.image_metrics(L, ab, preds[-1], vgg).items():
+                acc.setdefault(k, []).append(v.cpu())
+        k = grid_images - sum(len(x[0]) for x in shown)
+        if k > 0:
+            shown.append((L[:k], ab[:k], [p[:k] for p in preds]))
+if not labels:
+    fail(f"{dataset}: none of the {len(images)} images could be decoded")
 
 per_image = [{k: torch.cat(v) for k, v in acc.items()} for acc in results]
 labels = torch.cat(labels)
 everything = torch.ones_like(labels, dtype=torch.bool)
 rows = [{"ckpt": spec, **summarize(m, everything)} for spec, m in zip(ckpt, per_image)]
-classes = getattr(dataset, "classes", None) or getattr(getattr(dataset, "dataset", None), "classes", [])
+classes = getattr(images, "classes", None) or getattr(getattr(images, "dataset", None), "classes", [])
 if per_class:
     for spec, row, m in zip(ckpt, rows, per_image):
         row["per_class"] = {(classes[c] if 0 <= c < len(classes) else str(c)) or "(root)": summarize(m, labels == c)
                             for c in labels.unique().tolist()}
 
 width = max(12, *(len(Path(s).name) for s in ckpt))
-print(f"\n{len(labels)} images, {data} [{split}], {image_size}x{image_size}")
+print(f"\n{len(labels)} images, {dataset} [{split}], {image_size}x{image_size}" + (f"; {len(skipped)} skipped" if skipped else ""))
 print(f"{'metric':<14}" + "".join(f"{Path(s).name[-width:]:>{width + 2}}" for s in ckpt))
 for k in ["n_images"] + METRICS:
     print(f"{k:<14}" + "".join(f"{'-' if r[k] is None else format(r[k], '.4f' if k != 'n_images' else 'd'):>{width + 2}}" for r in rows))
 if out:
-    protocol = {"data": data, "split": split, "image_size": image_size, "resize": "PIL bicubic, stretched",
+    protocol = {"dataset": dataset, "skipped": skipped, "split": split, "image_size": image_size, "resize": "PIL bicubic, stretched",
                 "temperature": temperature, "auc_thresholds": "0..150 step 1", "psnr_identical_db": 100.0,
                 "ssim": "skimage defaults (7x7 uniform, sample covariance), channel mean, data_range 1",
                 "perceptual": None if vgg_weights == "none" else f"L1 of VGG19 relu4_3 features ({vgg_weights})",

@@ -225,13 +225,17 @@ def image_metrics(L: torch.Tensor, ab_true: torch.Tensor, ab_pred: torch.Tensor,
 
 @torch.no_grad()
 def mean_metrics(G: nn.Module, batches: Iterable, gather: Callable = lambda t: t) -> dict[str, float]:
-    """Metrics of G averaged over every image of batches (uint8 RGB, label); gather joins processes."""
+    """Metrics of G averaged over the images of batches: (uint8 RGB, ok) pairs, ok (N,) bool marking the photos that
+    decoded (None: all); gather joins processes."""
     sums: dict[str, float] = {}
     n = 0
-    for rgb, _ in batches:
+    for rgb, ok in batches:
         L, ab = data.uint8_to_lab(rgb)
-        m = gather(image_metrics(L, ab, G(L)))
-        n += len(m["auc"])
+        m = image_metrics(L, ab, G(L))
+        m["ok"] = torch.ones(len(rgb), dtype=torch.bool, device=rgb.device) if ok is None else ok
+        m = gather(m)
+        keep = m.pop("ok")
+        n += int(keep.sum())
         for k, v in m.items():
-            sums[k] = sums.get(k, 0.0) + v.double().sum().item()
+            sums[k] = sums.get(k, 0.0) + v[keep].double().sum().item()
     return {k: v / max(n, 1) for k, v in sums.items()}

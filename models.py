@@ -5,7 +5,6 @@ Every script gets its generator from load_generator(spec) and writes checkpoints
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import pickle
@@ -91,9 +90,10 @@ class ECCV16Generator(nn.Module):
 class PatchDiscriminator(nn.Module):
     """pix2pix 70x70 PatchGAN on [L, ab] (normalised inside): (N,1,H,W),(N,2,H,W) -> logits (N,1,30,30) at 256.
 
-    Spectral norm instead of BatchNorm: it has no batch statistics, so real and fake batches do not
-    leak into each other, DDP has no running stats to broadcast between forwards, and each logit
-    depends on exactly its 70x70 window. It also bounds D's Lipschitz constant, which steadies training.
+    Spectral norm instead of BatchNorm: it has no batch statistics, so real and fake batches in one forward do
+    not leak into each other and each logit depends on exactly its 70x70 window. Its power-iteration vectors
+    (_u, _v) are buffers that DDP broadcasts from rank 0 like any other. It also bounds D's Lipschitz constant,
+    which steadies training.
     """
 
     def __init__(self, channels: int = 64):
@@ -112,11 +112,16 @@ class PatchDiscriminator(nn.Module):
 
 
 @torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model for parameters; buffers (BN statistics) are copied."""
-    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+def ema_update(ema: nn.Module, model: nn.Module, decay: float, apply: torch.Tensor | None = None) -> None:
+    """ema <- decay * ema + (1 - decay) * model for parameters, buffers (BN statistics) copied; a no-op where apply
+    (a bool tensor on the device) is False, decided on the device without a host sync."""
+    params = list(ema.parameters())
+    weight = torch.full((), 1 - decay, device=params[0].device)
+    if apply is not None:
+        weight = weight * apply
+    torch._foreach_lerp_(params, list(model.parameters()), [weight] * len(params))
     for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
+        b_ema.copy_(b if apply is None else torch.where(apply, b, b_ema))
 
 
 # ----------------------------------------------------------------------------- weights and checkpoints
@@ -158,7 +163,26 @@ def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A checkpoint or state dict, on the CPU, without unpickling code."""
+    """A checkpoint or state dict (.pt/.pth, or .safetensors), on the CPU, without unpickling code."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(8)
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ModelError(f"{path}: a folder without model.safetensors") from None
+    if magic.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF")):
+        raise ModelError(f"{path}: an image, not a checkpoint (a model is eccv16, scratch, a .pth/.pt/.safetensors file, "
+                         "an exported folder or hf:OWNER/NAME)")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError) as e:
+            raise ModelError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:200]})") from None
     try:
         try:  # mapped, not read into a buffer: a 130 MB file costs no extra copy
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -166,13 +190,58 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             if "mmap" not in str(e):  # files from torch < 1.6 cannot be mapped
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ModelError(f"{path}: no such file") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):
+            raise ModelError(f"{path}: not a readable checkpoint (no torch tensor archive or state dict)") from None
+        raise ModelError(  # torch's own text suggests weights_only=False: never pass that on
+            f"{path}: holds Python objects other than tensors and plain values; colorgan does not unpickle "
+                         "code -- re-save it as a state dict or safetensors where it was made") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         raise ModelError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0][:200]})") from None
     if not isinstance(obj, dict):
         raise ModelError(f"{path}: holds a {type(obj).__name__}, not a state dict or checkpoint")
     return obj
+
+
+def _hub_file(spec: str) -> Path:
+    """hf:OWNER/NAME[@REVISION] -> model.safetensors in huggingface_hub's cache (downloaded once; HF_HUB_OFFLINE=1 works)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    repo, _, revision = spec.removeprefix("hf:").partition("@")
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+        raise ModelError(f"{spec}: a Hub model is hf:OWNER/NAME or hf:OWNER/NAME@REVISION")
+    try:
+        return Path(hf_hub_download(repo, "model.safetensors", revision=revision or None))
+    except RepositoryNotFoundError:
+        raise ModelError(f"{spec}: no such model repository on the Hub (or it is private: log in with `hf auth login`)") from None
+    except RevisionNotFoundError:
+        raise ModelError(f"{spec}: the repository has no revision {revision!r}") from None
+    except LocalEntryNotFoundError:  # before EntryNotFoundError, its base class
+        raise ModelError(f"{spec}: not in the Hub cache and the Hub cannot be reached (offline?); "
+                         "download it once online, or give a local folder") from None
+    except EntryNotFoundError:
+        raise ModelError(f"{spec}: the repository has no model.safetensors (make one with export.py)") from None
+    except HfHubHTTPError as e:
+        raise ModelError(f"{spec}: the Hub answered {str(e).splitlines()[0][:200]}") from None
+
+
+def weights_path(spec: str) -> Path:
+    """The file a model spec names: eccv16's cached download, hf:OWNER/NAME's cached file, a folder's model.safetensors, a file."""
+    if spec == "eccv16":
+        return fetch_weights(os.environ.get("COLORGAN_ECCV16_URL", ECCV16_URL))
+    if spec.startswith("hf:"):
+        return _hub_file(spec)
+    path = Path(spec)
+    if path.is_dir():
+        if not (path / "model.safetensors").is_file():
+            raise ModelError(f"{spec}: a folder without model.safetensors (export.py writes one)")
+        return path / "model.safetensors"
+    if path.is_file():
+        return path
+    raise ModelError(f"{spec}: no such file (a model is eccv16, scratch, a .pth/.pt/.safetensors file, an exported folder "
+                     "or hf:OWNER/NAME)")
 
 
 def _release_state(state: dict) -> dict:
@@ -183,31 +252,15 @@ def _release_state(state: dict) -> dict:
     return state
 
 
-@contextlib.contextmanager
-def _no_init():
-    """Skip the random init of conv weights that strict loading replaces anyway (0.3 s of CPU per model)."""
-    reset = nn.modules.conv._ConvNd.reset_parameters
-    nn.modules.conv._ConvNd.reset_parameters = lambda self: None
-    try:
-        yield
-    finally:
-        nn.modules.conv._ConvNd.reset_parameters = reset
-
-
 def load_generator(spec: str, device: str | torch.device = "cpu") -> ECCV16Generator:
-    """A ready generator (eval mode) from 'eccv16', 'scratch', release-format weights or a ckpt.pt (EMA first)."""
+    """A ready generator (eval mode) from a model spec: eccv16, scratch, release-format weights, a ckpt.pt (EMA first),
+    a .safetensors file, an exported folder or hf:OWNER/NAME[@REVISION]."""
     if spec == "scratch":
         return ECCV16Generator().to(device).eval()
-    if spec == "eccv16":
-        path = fetch_weights(os.environ.get("COLORGAN_ECCV16_URL", ECCV16_URL))
-    elif Path(spec).is_file():
-        path = Path(spec)
-    else:
-        raise ModelError(f"{spec}: no such file (a model is 'eccv16', 'scratch', release weights or a ckpt.pt)")
-    state = load_checkpoint(path)
+    state = load_checkpoint(weights_path(spec))
     if "generator" in state:
         state = state.get("generator_ema") or state["generator"]
-    with _no_init():
+    with torch.device("meta"):  # no memory and no random init for weights that loading replaces
         G = ECCV16Generator()
     try:
         G.load_state_dict(_release_state(state), strict=True, assign=True)  # adopt the loaded tensors: no second copy

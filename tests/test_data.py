@@ -163,7 +163,7 @@ def test_png_bytes_are_no_larger_than_pils_on_a_photo():
 def test_folder_dataset_uses_parent_folders_as_classes(photo_dir):
     ds = data.make_dataset(str(photo_dir), "validation", 32, train=False)
     assert len(ds) == 8 and ds.classes == ["cat", "dog"]
-    x, label = ds[0]  # sorted: cat/img1.png first
+    x, label, bad = ds[0]  # sorted: cat/img1.png first
     assert x.dtype == torch.uint8 and x.shape == (3, 32, 32) and ds.classes[label] == "cat"
     expected = np.asarray(Image.open(photo_dir / "cat" / "img1.png").convert("RGB").resize((32, 32), Image.BICUBIC))
     assert torch.equal(x, torch.from_numpy(expected).permute(2, 0, 1))
@@ -193,12 +193,17 @@ def test_split_folders_and_local_hf_datasets(tmp_path, photo_dir):
     datasets.DatasetDict({"validation": hf}).save_to_disk(tmp_path / "saved")
     for source in (tmp_path / "train.parquet", tmp_path / "saved"):
         ds = data.make_dataset(str(source), "validation", 16, train=False)
-        x, label = ds[3]
+        x, label, _ = ds[3]
         assert len(ds) == 8 and x.shape == (3, 16, 16) and label == 1
 
 
 def test_bad_data_paths_are_one_line_errors(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import datasets
+    import huggingface_hub
+
+    # both libraries read the variable at import: offline is set where they look, so the Hub is never asked
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     (tmp_path / "empty").mkdir()
     with pytest.raises(data.DataError, match="no images"):
         data.make_dataset(str(tmp_path / "empty"), "train", 16, train=True)

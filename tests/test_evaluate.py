@@ -52,7 +52,7 @@ def test_two_models_side_by_side_match_scikit_image(tmp_path, release_weights):
     for i in range(5):
         Image.fromarray(synthetic_rgb(i, 70, 90)).save(tmp_path / "photos" / ("a" if i < 3 else "b") / f"{i}.jpg")
     specs = [str(tmp_path / "gray.pth"), release_weights]
-    p = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *[f"--ckpt={s}" for s in specs], f"--data={tmp_path / 'photos'}",
+    p = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *[f"--ckpt={s}" for s in specs], f"--dataset={tmp_path / 'photos'}",
                         "--image_size=64", "--batch_size=2", "--num_workers=0", "--vgg_weights=random", "--per_class",
                         f"--out={tmp_path / 'r.json'}", f"--grid={tmp_path / 'grid.png'}", "--grid_images=3"],
                        capture_output=True, text=True, timeout=300)
@@ -78,6 +78,6 @@ def test_two_models_side_by_side_match_scikit_image(tmp_path, release_weights):
 def test_bad_model_is_one_line(tmp_path):
     (tmp_path / "x").mkdir()
     Image.fromarray(synthetic_rgb(0)).save(tmp_path / "x" / "0.png")
-    p = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"--ckpt={tmp_path / 'nope.pt'}", f"--data={tmp_path / 'x'}"],
+    p = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"--ckpt={tmp_path / 'nope.pt'}", f"--dataset={tmp_path / 'x'}"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "no such file" in p.stderr and "Traceback" not in p.stderr

@@ -1,0 +1,166 @@
+"""Export a colorizer as a Hugging Face Hub model folder: python export.py SPEC OUT_DIR [--onnx=True] [--push=OWNER/NAME]
+
+SPEC is any model spec (a ckpt.pt gives its EMA generator when it has one). OUT_DIR gets:
+  model.safetensors  the generator in the official release's 82 keys (no pickle)
+  config.json        what the model is and where it came from (training config and step of a ckpt.pt)
+  README.md          a model card: how it was trained, its evaluate.py table (--results=r.json), how to load it
+  model.onnx         with --onnx=True: L (N,1,H,W) in [0,100] -> ab (N,2,H,W) in Lab units, any batch and size,
+                     checked against PyTorch with onnxruntime before it is written
+The folder is written beside OUT_DIR and renamed into place: never half-written. Any script then takes
+--ckpt=OUT_DIR, and after --push (or `hf upload OWNER/NAME OUT_DIR`), --ckpt=hf:OWNER/NAME.
+"""
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import configurator
+import models
+
+# -----------------------------------------------------------------------------
+onnx = False  # also write model.onnx (needs onnx and onnxruntime)
+opset = 17  # ONNX opset of model.onnx
+results = ""  # an evaluate.py --out JSON whose table goes into the model card
+push = ""  # OWNER/NAME: upload the folder to this Hub model repository (needs `hf auth login`)
+private = False  # with --push: create the repository private
+overwrite = False  # replace an existing OUT_DIR
+# -----------------------------------------------------------------------------
+config, paths = configurator.configure(globals(), positional=True)
+ONNX_TOLERANCE = 1e-3  # ab, Lab units
+
+
+def fail(message: str) -> None:
+    print(f"export.py: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+class ColorizerForExport(nn.Module):
+    """The generator's contract for other runtimes: L (N,1,H,W) -> ab (N,2,H,W) at the input's own size."""
+
+    def __init__(self, G: models.ECCV16Generator):
+        super().__init__()
+        self.G = G
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        """As G(L), the bilinear upsampling aimed at L's size (equal to G's x4 when H and W are multiples of 8)."""
+        ab = self.G.model_out(torch.softmax(self.G.logits(L), 1))
+        return F.interpolate(ab, size=L.shape[-2:], mode="bilinear") * 110
+
+
+def write_onnx(G: models.ECCV16Generator, path: Path) -> float:
+    """Export to path and check it with onnxruntime on random L at several sizes; returns the largest ab difference."""
+    import onnxruntime
+
+    wrapped = ColorizerForExport(G).eval()
+    torch.onnx.export(wrapped, (torch.rand(1, 1, 256, 256) * 100,), str(path), input_names=["L"], output_names=["ab"],
+                      opset_version=opset, dynamo=False, dynamic_axes={"L": {0: "batch", 2: "height", 3: "width"},
+                                                                          "ab": {0: "batch", 2: "height", 3: "width"}})
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    gen = torch.Generator().manual_seed(0)
+    for shape in ((1, 1, 256, 256), (2, 1, 176, 240), (1, 1, 100, 130)):
+        L = torch.rand(shape, generator=gen) * 100
+        with torch.no_grad():
+            expected = wrapped(L)
+            if shape[2] % 8 == 0 and shape[3] % 8 == 0:  # the wrapper is G itself at these sizes
+                assert torch.allclose(expected, G(L), atol=1e-4)
+        got = torch.from_numpy(session.run(["ab"], {"L": L.numpy()})[0])
+        worst = max(worst, (got - expected).abs().max().item())
+    if worst > ONNX_TOLERANCE:
+        raise ValueError(f"model.onnx differs from PyTorch by {worst:.2e} in ab (over {ONNX_TOLERANCE})")
+    return worst
+
+
+def model_card(spec: str, info: dict, table: dict | None) -> str:
+    """README.md for the Hub: metadata, provenance, evaluation, how to load."""
+    train = info.get("training", {})
+    lines = ["---", "library_name: colorgan", "pipeline_tag: image-to-image", "tags: [colorization, eccv16, gan]", "---", "",
+             f"# {info['name']}", "", "Automatic colorization of grayscale photos: Zhang et al.'s ECCV 2016 colorizer"
+             + (" fine-tuned with colorgan" if train else "") + f", exported from `{spec}`.", "",
+             "The network sees CIE L (0-100) of a 256x256 copy of the photo and predicts ab in Lab units; colorgan upsamples ab "
+             "onto the photo's own full-resolution L.", ""]
+    if train:
+        lines += [f"Trained {info.get('step', '?')} steps. Training config:", "", "```"]
+        lines += [f"{k} = {v!r}" for k, v in train.items()] + ["```", ""]
+    if table:
+        rows = table.get("models", [])
+        keys = [k for k in rows[0] if k not in ("ckpt", "per_class") and rows[0][k] is not None] if rows else []
+        lines += ["## Evaluation (evaluate.py)", "", "| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        lines += [f"| {r['ckpt']} | " + " | ".join(f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |"
+                  for r in rows]
+        lines += ["", f"Protocol: `{json.dumps(table.get('protocol', {}))}`", ""]
+    lines += ["## Use", "", "```bash", "python colorize.py in.jpg out.jpg --ckpt=hf:OWNER/NAME   # with colorgan", "```", "",
+              "Without PyTorch, `model.onnx` (if present): input `L` (N,1,H,W) float32 in [0,100], output `ab` (N,2,H,W) in Lab "
+              "units; join them and convert Lab to sRGB (D65).", "",
+              "Weights: `model.safetensors`, in the keys of the official release (`colorization_release_v2`).", ""]
+    return "\n".join(lines)
+
+
+if len(paths) != 2:
+    fail("usage: python export.py SPEC OUT_DIR [--onnx=True] [--results=r.json] [--push=OWNER/NAME]  (see --help)")
+spec, out = paths[0], Path(paths[1])
+if out.exists() and not overwrite:
+    fail(f"{out} exists; choose another folder or pass --overwrite=True")
+table = None
+if results:
+    try:
+        table = json.loads(Path(results).read_text())
+    except (OSError, ValueError) as e:
+        fail(f"--results={results}: not an evaluate.py --out JSON ({e})")
+if onnx:
+    try:
+        import onnxruntime  # noqa: F401  (checked before any work)
+    except ImportError:
+        fail("--onnx=True needs onnx and onnxruntime: pip install onnx onnxruntime")
+try:
+    G = models.load_generator(spec)
+    source = models.load_checkpoint(models.weights_path(spec)) if spec != "scratch" else {}
+except models.ModelError as e:
+    fail(str(e))
+info = {"name": out.name, "architecture": "ECCV16Generator", "library": "colorgan", "source": spec,
+        "input": "L (N,1,H,W) in [0, 100]", "output": "ab (N,2,H,W) in Lab units, at 4x the 1/4-resolution logits",
+        "weights": "model.safetensors (release keys)"}
+if "config" in source:
+    info |= {"step": int(source.get("step", 0)), "generator": "EMA" if "generator_ema" in source else "generator",
+             "training": source["config"]}
+del source
+
+from safetensors.torch import save_file  # noqa: E402
+
+tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+try:
+    state = {k: v.contiguous() for k, v in G.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt", "architecture": "ECCV16Generator"})
+    if onnx:
+        diff = write_onnx(G, tmp / "model.onnx")
+        info |= {"onnx": {"file": "model.onnx", "opset": opset, "input": "L", "output": "ab", "dynamic": "batch, height, width",
+                          "max_abs_diff_vs_pytorch": diff}}
+        print(f"export.py: model.onnx matches PyTorch within {diff:.1e} (ab, Lab units)", file=sys.stderr)
+    (tmp / "config.json").write_text(json.dumps(info, indent=1, default=str))
+    (tmp / "README.md").write_text(model_card(spec, info, table))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+except (ValueError, OSError) as e:
+    fail(f"{out}: {e}")
+finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+print(f"export.py: wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}", file=sys.stderr)
+if push:
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        api = HfApi()
+        api.create_repo(push, private=private, exist_ok=True)
+        api.upload_folder(repo_id=push, folder_path=str(out), commit_message=f"colorgan export of {spec}")
+    except (HfHubHTTPError, OSError, ValueError) as e:
+        fail(f"--push={push}: {str(e).splitlines()[0]}")
+    print(f"export.py: pushed to https://huggingface.co/{push} (use --ckpt=hf:{push})", file=sys.stderr)
