@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import models
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each (small tensors scale poorly)
+    torch.set_num_threads(1)
 
 
 def synthetic_rgb(seed: int, h: int = 48, w: int = 64) -> np.ndarray:
