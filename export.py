@@ -14,6 +14,7 @@ import json
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -58,9 +59,11 @@ def write_onnx(G: models.ECCV16Generator, path: Path) -> float:
     import onnxruntime
 
     wrapped = ColorizerForExport(G).eval()
-    torch.onnx.export(wrapped, (torch.rand(1, 1, 256, 256) * 100,), str(path), input_names=["L"], output_names=["ab"],
-                      opset_version=opset, dynamo=False, dynamic_axes={"L": {0: "batch", 2: "height", 3: "width"},
-                                                                          "ab": {0: "batch", 2: "height", 3: "width"}})
+    with warnings.catch_warnings():  # the TorchScript exporter (dynamic_axes, no onnxscript needed) warns that it is legacy
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(wrapped, (torch.rand(1, 1, 256, 256) * 100,), str(path), input_names=["L"], output_names=["ab"],
+                          opset_version=opset, dynamo=False, dynamic_axes={"L": {0: "batch", 2: "height", 3: "width"},
+                                                                              "ab": {0: "batch", 2: "height", 3: "width"}})
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
     gen = torch.Generator().manual_seed(0)
