@@ -312,7 +312,7 @@ def _hf_dataset(data: str, split: str):
         raise DataError(f"{data}: has no split '{split}'") from None
     except Exception as e:  # the hub client raises many types; the user needs one line
         raise DataError(f"{data}: cannot load split '{split}' ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                        " -- give --data a local image folder, a save_to_disk folder or parquet files when offline") from None
+                        " -- give --dataset a local image folder, a save_to_disk folder or parquet files when offline") from None
     if "image" not in ds.column_names:
         raise DataError(f"{data}: no 'image' column (columns: {', '.join(ds.column_names)})")
     ds = ds.cast_column("image", datasets.Image(decode=False))

@@ -20,11 +20,11 @@ from tqdm import tqdm
 import configurator
 import losses
 import models
-from data import DataError, colorization_grid, make_dataset, uint8_to_lab
+from data import DEFAULT_DATA, DataError, colorization_grid, make_dataset, uint8_to_lab
 
 # -----------------------------------------------------------------------------
 ckpt = ["eccv16"]  # models to compare, one column each (repeat --ckpt=...): eccv16, release weights, a ckpt.pt
-dataset = "Elriggs/imagenet-50-subset"  # HF dataset OWNER/NAME, local HF dataset / parquet, or an image folder
+dataset = DEFAULT_DATA  # HF dataset OWNER/NAME, local HF dataset / parquet, or an image folder
 split = "validation"  # dataset split (folders: the train/ or validation/ subfolder when there is one)
 max_images = 0  # evaluate the first N images only (0 = all)
 image_size = 256  # evaluation resolution

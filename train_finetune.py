@@ -16,11 +16,11 @@ import configurator
 import losses
 import models
 import training
-from data import has_chroma, uint8_to_lab
+from data import DEFAULT_DATA, has_chroma, uint8_to_lab
 
 SCRIPT = "train_finetune.py"
 # -----------------------------------------------------------------------------
-dataset = "Elriggs/imagenet-50-subset"  # HF dataset OWNER/NAME, local HF dataset / parquet, or an image folder
+dataset = DEFAULT_DATA  # HF dataset OWNER/NAME, local HF dataset / parquet, or an image folder
 image_size = 256  # training resolution (a multiple of 8)
 batch_size = 16  # per process
 num_workers = 4  # DataLoader workers per process

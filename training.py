@@ -195,7 +195,7 @@ class Run:
     def batches(self, epochs: int, max_steps: int, validate: Callable[[], None], state: Callable[[], dict]) -> Iterator[torch.Tensor]:
         """Training batches (uint8 RGB on the device) from the saved position on; between steps: logs, validation,
         checkpoints (timer, epoch ends, signals) and the stops. max_steps, when set, overrides epochs."""
-        self._validate, self._state = validate, state
+        self._state = state
         c = self.config
         if self._resume_rng is not None:
             models.set_rng_state(self._resume_rng)
@@ -278,8 +278,13 @@ class Run:
         """Validation metrics of G (photos that fail to decode left out) and the sample grid, in TensorBoard."""
         was_training = G.training
         G.eval()
-        batches = ((rgb, torch.tensor([not b for b in bad], device=self.device)) for rgb, _, bad in self._noted(self.val_loader))
-        metrics = losses.mean_metrics(G, batches, self.accelerator.gather_for_metrics)
+
+        def batches():
+            for rgb, _, bad in self.val_loader:
+                self._note_bad(bad)
+                yield rgb, torch.tensor([not b for b in bad], device=self.device)
+
+        metrics = losses.mean_metrics(G, batches(), self.accelerator.gather_for_metrics)
         if self.is_main:
             for k, v in metrics.items():
                 self.writer.add_scalar(f"val/{k}", v, self.step)
@@ -288,12 +293,6 @@ class Run:
                     L, ab = data.uint8_to_lab(self.samples)
                     self.writer.add_image("samples/gray|prediction|truth", data.colorization_grid(L, [G(L)], ab), self.step)
         G.train(was_training)
-
-    def _noted(self, loader):
-        """The loader's batches, noting their bad photos on the way."""
-        for rgb, label, bad in loader:
-            self._note_bad(bad)
-            yield rgb, label, bad
 
     def close(self) -> None:
         """Give SIGTERM/SIGINT back their previous handlers and close the logs."""
