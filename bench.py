@@ -4,6 +4,8 @@
 2. train: GAN step images/s (G, D, VGG perceptual) across precision, channels_last, torch.compile; MFU on CUDA
 3. eval: batched metrics images/s vs per-image scikit-image
 4. inference: colorize.py on a 12-megapixel photo vs the release pipeline (whole processes, alternating)
+5. folder: colorize.py's pipelined folder job (media.colorize_files) vs a one-at-a-time loop, and each stage's cost
+6. video: a 640x360 clip through video.colorize_video vs a one-frame-at-a-time loop over the photo path
 """
 
 import json
@@ -21,8 +23,10 @@ from PIL import Image
 
 import configurator
 import losses
+import media
 import models
 import training
+import video
 from data import ImageDataset, load_image, uint8_to_lab
 
 # -----------------------------------------------------------------------------
@@ -32,7 +36,7 @@ out = "bench.json"  # results file
 photos = "../shared/data/imagenet-sample/images"  # JPEGs for the data, eval and inference benchmarks
 weights = ""  # release-format weights for inference ('' = random weights: the same compute)
 num_workers = 2  # DataLoader workers for the data benchmark
-sections = "data,train,eval,infer"  # which benchmarks to run
+sections = "data,train,eval,infer,folder,video"  # which benchmarks to run
 # -----------------------------------------------------------------------------
 config, _ = configurator.configure(globals())
 device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
@@ -273,7 +277,8 @@ def bench_infer() -> None:
     if not weights:
         torch.save(models.ECCV16Generator().state_dict(), release_weights)
     root = str(Path(__file__).resolve().parent)
-    ours_cmd = [sys.executable, f"{root}/colorize.py", str(big), str(tmp / "ours.png"), f"--ckpt={release_weights}", f"--device={device}"]
+    ours_cmd = [sys.executable, f"{root}/colorize.py", str(big), str(tmp / "ours.png"), f"--ckpt={release_weights}", f"--device={device}",
+                "--overwrite=True"]
     release_cmd = [sys.executable, "-c", RELEASE, str(big), str(tmp / "release.png"), release_weights, root]
     runs = {"ours": [], "release": []}
     for _ in range(2 if quick else 5):  # alternate, so drift hits both alike
@@ -292,7 +297,115 @@ def bench_infer() -> None:
     report("infer", "pixel difference max", diff.max(), "levels")
 
 
-SECTIONS = {"data": bench_data, "train": bench_train, "eval": bench_eval, "infer": bench_infer}
+def folder_photos(n: int) -> list[Path]:
+    """n JPEGs of 1 to 12 MP (the photos upscaled), as an archive holds."""
+    d = tmp / "folder"
+    d.mkdir(exist_ok=True)
+    paths = []
+    for i in range(n):
+        mp = 1 + 11 * i / max(1, n - 1)
+        w = int((mp * 1e6 * 4 / 3) ** 0.5)
+        load_image(files[i % len(files)]).resize((w, w * 3 // 4), Image.BICUBIC).save(d / f"{i}.jpg", quality=90)
+        paths.append(d / f"{i}.jpg")
+    return paths
+
+
+def bench_folder() -> None:
+    """5. a folder of photos: the pipelined job vs the one-at-a-time loop, the same pixels; each stage's CPU seconds."""
+    G = models.load_generator(weights or "scratch", device)
+    paths = folder_photos(16 if quick else 64)
+    megapixels = sum(Image.open(p).width * Image.open(p).height for p in paths) / 1e6
+
+    def serial(out_dir: Path) -> None:
+        out_dir.mkdir(exist_ok=True)
+        for p in paths:
+            img = load_image(p, keep_alpha=True)
+            media.save(models.colorize(G, img), out_dir / p.name, media.metadata(img))
+
+    def pipelined(out_dir: Path, workers: int) -> None:
+        for _, _, error in media.colorize_files(G, [(p, out_dir / p.name) for p in paths], workers=workers):
+            assert error is None, error
+
+    rates = {}
+    for name, fn in (("one at a time", lambda: serial(tmp / "serial")), ("pipeline, 1 worker", lambda: pipelined(tmp / "w1", 1)),
+                     ("pipeline, 2 workers", lambda: pipelined(tmp / "w2", 2))):
+        sync()
+        t = time.perf_counter()
+        fn()
+        sync()
+        rates[name] = len(paths) / (time.perf_counter() - t)
+        report("folder", f"{name}: photos/s ({megapixels / len(paths):.1f} MP mean)", rates[name], "photos/s")
+    report("folder", "pipeline (2 workers) / one at a time", rates["pipeline, 2 workers"] / rates["one at a time"], "x")
+    same = all(np.array_equal(np.asarray(Image.open(tmp / "serial" / p.name)), np.asarray(Image.open(tmp / "w2" / p.name)))
+               for p in paths)
+    report("folder", "outputs identical to the loop's (1 = yes)", same, "")
+    stages = {"decode": [], "resize": [], "model": [], "full-resolution colour": [], "encode": []}
+    for p in paths[:: max(1, len(paths) // 8)]:
+        t = [time.process_time()]
+        img = load_image(p)
+        t.append(time.process_time())
+        small = models.small_copy(img)
+        t.append(time.process_time())
+        ab = models.predict_ab(G, small[None])[0]
+        sync()
+        t.append(time.process_time())
+        out_img = models.paint(img, ab)
+        t.append(time.process_time())
+        media.save(out_img, tmp / "stage.jpg", media.metadata(img))
+        t.append(time.process_time())
+        for k, name in enumerate(stages):
+            stages[name].append(t[k + 1] - t[k])
+    for name, seconds in stages.items():
+        report("folder", f"CPU seconds per photo: {name}", statistics.mean(seconds), "s")
+
+
+def bench_video() -> None:
+    """6. a 640x360 clip: video.colorize_video (threads, batches, filter) vs a frame-at-a-time loop over the photo path."""
+    import av
+
+    G = models.load_generator(weights or "scratch", device)
+    clip = tmp / "clip.mp4"
+    frames = 24 if quick else 96
+    scenes = [np.asarray(load_image(f).resize((640, 360), Image.BICUBIC)).astype(float) for f in files[:2]]
+    rng = np.random.default_rng(0)
+    with av.open(str(clip), "w") as c:  # two still scenes with film grain, a cut half way
+        s = c.add_stream("libx264", rate=24)
+        s.width, s.height, s.pix_fmt = 640, 360, "yuv420p"
+        for i in range(frames):
+            img = np.clip(scenes[i >= frames // 2] + rng.normal(0, 4, scenes[0].shape), 0, 255).astype(np.uint8)
+            c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        c.mux(s.encode())
+
+    def loop() -> None:  # today's photo path, one frame at a time, into an encoder
+        with av.open(str(clip)) as inp, av.open(str(tmp / "loop.mp4"), "w") as out:
+            s = out.add_stream("libx264", rate=24, options={"crf": "18"})
+            s.width, s.height, s.pix_fmt = 640, 360, "yuv420p"
+            for f in inp.decode(video=0):
+                rgb = models.colorize(G, f.to_image())
+                out.mux(s.encode(av.VideoFrame.from_ndarray(np.asarray(rgb), format="rgb24")))
+            out.mux(s.encode())
+
+    rates = {}
+    for name, fn in (("one frame at a time", loop),
+                     ("colorize_video", lambda: video.colorize_video(G, clip, tmp / "ours.mp4", progress=False))):
+        t = time.perf_counter()
+        fn()
+        rates[name] = frames / (time.perf_counter() - t)
+        report("video", f"{name}: frames/s (640x360)", rates[name], "frames/s")
+    report("video", "colorize_video / one frame at a time", rates["colorize_video"] / rates["one frame at a time"], "x")
+    video.colorize_video(G, clip, tmp / "raw.mp4", temporal=0, progress=False)
+    filtered, raw = video.read_frames(tmp / "ours.mp4")[0], video.read_frames(tmp / "raw.mp4")[0]
+    half = frames // 2
+    for name, out_frames in (("frame by frame", raw), ("filter on (default)", filtered)):
+        still = [video.flicker(part, still=2.0) for part in (out_frames[:half], out_frames[half:])]
+        report("video", f"flicker |ab_t - ab_t-1|, {name}", statistics.mean(s[0] for s in still), "Lab")
+        report("video", f"flicker where the gray input is still, {name}", statistics.mean(s[1] for s in still), "Lab")
+    for name, k in (("first frame", 0), ("first frame after the cut", half)):
+        report("video", f"{name}: filter on vs frame by frame", np.abs(filtered[k].astype(int) - raw[k].astype(int)).mean(), "levels")
+
+
+SECTIONS = {"data": bench_data, "train": bench_train, "eval": bench_eval, "infer": bench_infer, "folder": bench_folder,
+            "video": bench_video}
 for name in sections.split(","):
     if name not in SECTIONS:
         sys.exit(f"bench.py: unknown section {name!r} (use some of {','.join(SECTIONS)})")

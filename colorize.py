@@ -1,13 +1,17 @@
-"""Colorize photos at full resolution: python colorize.py in.png out.png [--ckpt=SPEC]
+"""Colorize photos and videos at full resolution: python colorize.py IN [IN ...] OUT [--ckpt=SPEC]
 
-Also a folder in -> a folder out (same base names), or several inputs -> one output folder.
-The model sees a 256x256 copy; its ab is upsampled onto the photo's own full-resolution L.
+  python colorize.py in.jpg out.png             one photo (the output format from its name)
+  python colorize.py film.mp4 film-color.mp4    one video, sound kept (see video.py)
+  python colorize.py archive/ colored/          a folder tree, mirrored; --skip_existing=True resumes it
+
+The model sees a 256x256 copy; its ab is upsampled onto the photo's own full-resolution L. Outputs are written
+under a temp name and renamed; an existing output is never replaced unless --overwrite=True. Under
+`accelerate launch` (or torchrun) the files are shared among the processes, each writing its own.
 """
 
 import gc
 import os
 import sys
-from pathlib import Path
 
 gc.disable()  # importing torch makes ~180,000 objects that live until exit: collecting them is wasted time
 import torch  # noqa: E402
@@ -15,22 +19,29 @@ from tqdm import tqdm  # noqa: E402
 
 import configurator  # noqa: E402
 import data  # noqa: E402
+import media  # noqa: E402
 import models  # noqa: E402
+import video  # noqa: E402
 
 gc.freeze()  # and later collections skip them
 gc.enable()
 
 # -----------------------------------------------------------------------------
-ckpt = "eccv16"  # model: eccv16 (official weights, downloaded once), release weights .pth, or a ckpt.pt
+ckpt = "eccv16"  # model: eccv16 (official weights, downloaded once), weights .pth/.safetensors, ckpt.pt, folder, hf:OWNER/NAME
 size = 256  # the model's input size (the release uses 256)
-temperature = 1.0  # annealed-mean temperature: 1 is the release's mean, 0.38 is the paper's (more saturated)
-device = "auto"  # auto, cpu or cuda
+temperature = 1.0  # annealed-mean temperature in (0, 1]: 1 is the release's mean, 0.38 the paper's (more saturated)
+device = "auto"  # auto, cpu, cuda, cuda:N or mps
+batch_size = 4  # photos (or video frames) per model call
+workers = 2  # threads that decode and encode while the model runs (0: one stage after another)
+overwrite = False  # replace outputs that exist
+skip_existing = False  # leave outputs that exist and do the rest (resumes an interrupted folder job)
+format = ""  # folders: png, jpg, webp or tiff for every photo ('' = the input's format where writable, else png)
+temporal = 0.6  # video: strength of the temporal filter on colour in [0, 1) (0 = each frame on its own)
+crf = 18  # video: H.264/VP9 quality (lower is better and bigger; 18 looks lossless on most film)
+codec = ""  # video: libx264, libvpx-vp9, ffv1... ('' = from the output's suffix: .mp4 H.264, .mkv FFV1, .webm VP9)
 max_pixels = data.MAX_PIXELS  # refuse larger images (decompression bombs)
 # -----------------------------------------------------------------------------
 config, paths = configurator.configure(globals(), positional=True)
-SAVE_FORMATS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
-ALPHA_FORMATS = {".png", ".webp", ".tif", ".tiff"}
-SAVE_OPTIONS = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"quality": 95}}
 
 
 def fail(message: str) -> None:
@@ -38,59 +49,74 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
-def plan(paths: list[str]) -> list[tuple[Path, Path]]:
-    """(input, output) pairs: file -> file, folder -> folder, several -> folder."""
-    if len(paths) < 2:
-        fail("usage: python colorize.py IN [IN ...] OUT  (see --help)")
-    *inputs, out = map(Path, paths)
-    if len(inputs) == 1 and not inputs[0].is_dir() and out.suffix:
-        return [(inputs[0], out)]
-    files = []
-    for p in inputs:
-        files += sorted(f for f in p.rglob("*") if f.suffix.lower() in data.IMAGE_SUFFIXES) if p.is_dir() else [p]
-    return [(f, out / (f.stem + (f.suffix if f.suffix.lower() in SAVE_FORMATS else ".png"))) for f in files]
-
-
-def save(img, path: Path) -> None:
-    """Write via a temp file and rename: no half-written output, the format from the extension."""
-    if img.mode == "RGBA" and path.suffix.lower() not in ALPHA_FORMATS:
-        img = img.convert("RGB")
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # PIL picks the format from the suffix
+def pick_device(name: str) -> torch.device:
+    """The device to run on; one line when it does not exist here."""
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if name == "auto":
+        return torch.device(f"cuda:{local % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
     try:
-        if path.suffix.lower() == ".png":
-            tmp.write_bytes(data.png_bytes(img))
-        else:
-            img.save(tmp, **SAVE_OPTIONS.get(path.suffix.lower(), {}))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        dev = torch.device(name)
+    except RuntimeError:
+        fail(f"--device={name}: not a device (auto, cpu, cuda, cuda:N or mps)")
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        fail(f"--device={name}: torch sees {torch.cuda.device_count()} CUDA GPUs here")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        fail(f"--device={name}: no Apple GPU (MPS) here")
+    return dev
 
 
-jobs = plan(paths)
-for src, dst in jobs:
-    if dst.suffix.lower() not in SAVE_FORMATS:
-        fail(f"{dst}: unknown output format (use one of {', '.join(sorted(SAVE_FORMATS))})")
-    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
-        fail(f"{dst}: refusing to overwrite the input")
-if not jobs:
-    fail(f"{paths[0]}: no images found")
-device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+# every option and the plan are checked before weights load
+if not 0 < temperature <= 1:
+    fail(f"--temperature={temperature}: must be in (0, 1] (1 = the release's mean; lower is more saturated)")
+if size < 8 or size % 8:
+    fail(f"--size={size}: must be a positive multiple of 8")
+if batch_size < 1 or workers < 0:
+    fail("--batch_size must be at least 1 and --workers at least 0")
+if format and format not in media.FORMATS:
+    fail(f"--format={format}: use one of {', '.join(media.FORMATS)}")
+if not 0 <= temporal < 1:
+    fail(f"--temporal={temporal}: must be in [0, 1)")
+if overwrite and skip_existing:
+    fail("--overwrite=True and --skip_existing=True contradict each other")
+try:
+    jobs, notes = media.plan(paths, format)
+except media.PlanError as e:
+    fail(str(e))
+rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+jobs = jobs[rank::world]  # each process its own files (checked below): none written twice, on one machine or several
+existing = [dst for _, dst in jobs if dst.exists()]
+if existing and not overwrite:
+    if not skip_existing:
+        fail(f"{existing[0]}{f' and {len(existing) - 1} more outputs' if len(existing) > 1 else ''} already exist: "
+             "--skip_existing=True does the rest, --overwrite=True replaces them")
+    jobs = [(src, dst) for src, dst in jobs if not dst.exists()]
+    print(f"colorize.py: {len(existing)} outputs exist, {len(jobs)} to do", file=sys.stderr)
+for note in notes:
+    print(f"colorize.py: {note}", file=sys.stderr)
+device = pick_device(device)
 try:
     G = models.load_generator(ckpt, device)
 except models.ModelError as e:
     fail(str(e))
-failed = 0
-for src, dst in tqdm(jobs, disable=len(jobs) == 1, unit="img"):
+
+photos = [(src, dst) for src, dst in jobs if src.suffix.lower() not in video.VIDEO_SUFFIXES]
+videos = [(src, dst) for src, dst in jobs if src.suffix.lower() in video.VIDEO_SUFFIXES]
+failed = []
+with tqdm(total=len(photos), disable=len(photos) < 2, unit="img", dynamic_ncols=True) as bar:
+    for src, dst, error in media.colorize_files(G, photos, size, temperature, batch_size, workers, max_pixels):
+        if error:
+            failed.append(error)
+            bar.write(f"colorize.py: skipped {error}", file=sys.stderr)
+        bar.update()
+for src, dst in videos:
     try:
-        img = data.load_image(src, keep_alpha=True, max_pixels=max_pixels)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        save(models.colorize(G, img, size, temperature), dst)
-    except (data.ImageError, OSError, ValueError) as e:
-        if len(jobs) == 1:
-            fail(str(e))
-        print(f"colorize.py: skipped {e}", file=sys.stderr)
-        failed += 1
+        video.colorize_video(G, src, dst, size=size, temperature=temperature, temporal=temporal, batch_size=batch_size,
+                             crf=crf, codec=codec, progress=len(jobs) > 1 or sys.stderr.isatty())
+    except video.VideoError as e:
+        failed.append(str(e))
+        print(f"colorize.py: {'' if len(jobs) == 1 else 'skipped '}{e}", file=sys.stderr)
 if failed:
-    fail(f"{failed} of {len(jobs)} images failed")
-sys.stdout.flush(), sys.stderr.flush()
-os._exit(0)  # every output is written and renamed: skip 0.3 s of tearing down torch's modules
+    fail(failed[0] if len(jobs) == 1 else f"{len(failed)} of {len(jobs)} files failed (named above); the rest are written")
+if __name__ == "__main__":
+    sys.stdout.flush(), sys.stderr.flush()
+    os._exit(0)  # every output is written and renamed: skip 0.3 s of tearing down torch's modules

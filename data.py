@@ -167,11 +167,29 @@ def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pix
         raise ImageError(too_big) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name}: cannot decode ({e})") from None
+    info = img.info  # EXIF (its orientation applied), ICC profile, text: what an output keeps
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         img = _to_8bit(img)
     has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
     mode = "RGBA" if keep_alpha and has_alpha else "RGB"
-    return img if img.mode == mode else img.convert(mode)
+    img = img if img.mode == mode else img.convert(mode)
+    img.info = info
+    return _to_srgb(img) if info.get("icc_profile") else img
+
+
+def _to_srgb(img: Image.Image) -> Image.Image:
+    """Pixels in a colour space other than sRGB (Adobe RGB, Display P3, a scanner's) converted to sRGB with LittleCMS."""
+    from PIL import ImageCms
+
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(img.info["icc_profile"]))
+        if profile.profile.xcolor_space.strip() != "RGB" or "srgb" in ImageCms.getProfileDescription(profile).lower():
+            return img  # gray scans keep their gray values: the model sees L, and L is what a gray profile encodes
+        out = ImageCms.profileToProfile(img, profile, ImageCms.createProfile("sRGB"), outputMode=img.mode)
+    except ImageCms.PyCMSError:  # a broken profile: the pixels as they are, as most viewers show them
+        return img
+    out.info = img.info
+    return out
 
 
 def resize_square(img: Image.Image, size: int) -> Image.Image:
@@ -200,8 +218,9 @@ def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
 PNG_COLOR_TYPES = {"L": 0, "RGB": 2, "LA": 4, "RGBA": 6}
 
 
-def png_bytes(img: Image.Image, level: int = 3) -> bytes:
-    """An 8-bit L/LA/RGB/RGBA image as PNG, deflated in parallel bands as pigz does: 2-3x faster than PIL's encoder."""
+def png_bytes(img: Image.Image, level: int = 3, chunks: list[tuple[bytes, bytes]] = ()) -> bytes:
+    """An 8-bit L/LA/RGB/RGBA image as PNG, deflated in parallel bands as pigz does: 2-3x faster than PIL's encoder.
+    chunks: (type, body) ancillary chunks (iCCP, eXIf, tEXt...) to write before the pixels."""
     pixels = np.asarray(img).reshape(img.height, -1)
     rows = np.empty((img.height, pixels.shape[1] + 1), np.uint8)
     rows[:, 0] = 2  # PNG's "Up" filter, each row minus the one above: on photos within a few % of PIL's adaptive filters
@@ -222,7 +241,8 @@ def png_bytes(img: Image.Image, level: int = 3) -> bytes:
         return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(body, zlib.crc32(kind)).to_bytes(4, "big")
 
     header = struct.pack(">IIBBBBB", img.width, img.height, 8, PNG_COLOR_TYPES[img.mode], 0, 0, 0)
-    return b"".join([b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", header), *(chunk(b"IDAT", p) for p in parts), chunk(b"IEND", b"")])
+    return b"".join([b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", header), *(chunk(k, b) for k, b in chunks),
+                     *(chunk(b"IDAT", p) for p in parts), chunk(b"IEND", b"")])
 
 
 # ----------------------------------------------------------------------------- datasets

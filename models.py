@@ -10,6 +10,8 @@ import os
 import pickle
 import re
 import sys
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -18,10 +20,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
+from tqdm import tqdm
 
 import data
 
-ECCV16_URL = "https://colorizers.s3.us-east-2.amazonaws.com/colorization_release_v2-9b330a0b.pth"
+# the same file, tried in order: the S3 bucket has answered 403 for weeks at a time (richzhang/colorization issues)
+ECCV16_URLS = ("https://colorizers.s3.us-east-2.amazonaws.com/colorization_release_v2-9b330a0b.pth",
+               "https://people.eecs.berkeley.edu/~rich.zhang/projects/2016_colorization/files/demo_release/"
+               "colorization_release_v2-9b330a0b.pth")
+DOWNLOAD_TIMEOUT_S = 30  # per connection attempt and per read: a dead mirror moves on instead of hanging
 
 # Zhang et al.'s 313 in-gamut ab bins (grid 10): for each a, the range of b. In this order (a, then b)
 # they are the release's pts_in_hull.npy; the release's model_out holds them / 110.
@@ -127,25 +134,54 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float, apply: torch.Tens
 # ----------------------------------------------------------------------------- weights and checkpoints
 
 
-def fetch_weights(url: str) -> Path:
-    """The file at url in torch.hub's cache, downloaded once; its sha256 must start with the hash in its name."""
-    name = url.rsplit("/", 1)[-1]
+def _download(url: str, dst: Path, sha256_prefix: str | None) -> None:
+    """url -> dst through a temp file, the sha256 checked while streaming; OSError/ValueError when it fails."""
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r, open(tmp, "wb") as f:
+            total = int(r.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, disable=not sys.stderr.isatty(), leave=False) as bar:
+                while chunk := r.read(1 << 20):
+                    digest.update(chunk)
+                    f.write(chunk)
+                    bar.update(len(chunk))
+        if sha256_prefix and not digest.hexdigest().startswith(sha256_prefix):
+            raise ValueError(f"served a file whose sha256 {digest.hexdigest()[:8]}... is not {sha256_prefix}")
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fetch_weights(urls: list[str] | tuple[str, ...]) -> Path:
+    """The file the urls (mirrors of one file) name, in torch.hub's cache: downloaded once from the first mirror
+    that serves it whole; its sha256 must start with the hash in its name."""
+    name = urls[0].rsplit("/", 1)[-1]
     dst = Path(torch.hub.get_dir()) / "checkpoints" / name
-    prefix = re.search(r"-([a-f0-9]{6,})\.", name)
-    if not dst.exists():
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        print(f"downloading {url} to {dst}", file=sys.stderr)
-        try:
-            torch.hub.download_url_to_file(url, str(dst), hash_prefix=None, progress=sys.stderr.isatty())
-        except Exception as e:  # urllib raises URLError, HTTPError, socket errors...
-            raise ModelError(f"cannot download {url} ({e}); offline, put that file at {dst}") from None
-    if prefix:
+    prefix = m.group(1) if (m := re.search(r"-([a-f0-9]{6,})\.", name)) else None
+    aside = ""
+    if dst.exists() and prefix:
         with open(dst, "rb") as f:  # streamed: never 130 MB in memory at once
             digest = hashlib.file_digest(f, "sha256").hexdigest()
-        if not digest.startswith(prefix.group(1)):
-            dst.unlink()
-            raise ModelError(f"{dst}: sha256 {digest[:8]}... does not match {prefix.group(1)}; removed it, download again")
-    return dst
+        if digest.startswith(prefix):
+            return dst
+        bad = dst.with_name(f"{name}.sha256-{digest[:8]}")
+        dst.replace(bad)  # kept, not deleted: it may be the user's only copy of something
+        aside = f"{dst} had sha256 {digest[:8]}..., not {prefix}: moved it to {bad.name}; "
+        print(f"colorgan: {aside.rstrip('; ')}", file=sys.stderr)
+    elif dst.exists():
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for url in urls:
+        print(f"downloading {url} to {dst}", file=sys.stderr)
+        try:
+            _download(url, dst, prefix)
+            return dst
+        except (OSError, ValueError) as e:  # URLError, HTTPError (403...), timeouts, a wrong file
+            reason = f"HTTP {e.code} {e.reason}" if isinstance(e, urllib.error.HTTPError) else getattr(e, "reason", None) or e
+            failures.append(f"{url.split('/')[2]}: {reason}")
+    raise ModelError(f"{aside}cannot download {name} ({'; '.join(failures)}); offline, put that file at {dst}")
 
 
 def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> None:
@@ -230,7 +266,8 @@ def _hub_file(spec: str) -> Path:
 def weights_path(spec: str) -> Path:
     """The file a model spec names: eccv16's cached download, hf:OWNER/NAME's cached file, a folder's model.safetensors, a file."""
     if spec == "eccv16":
-        return fetch_weights(os.environ.get("COLORGAN_ECCV16_URL", ECCV16_URL))
+        override = os.environ.get("COLORGAN_ECCV16_URL")  # one URL, or several separated by spaces
+        return fetch_weights(override.split() if override else ECCV16_URLS)
     if spec.startswith("hf:"):
         return _hub_file(spec)
     path = Path(spec)
@@ -291,13 +328,17 @@ def set_rng_state(state: dict) -> None:
 
 
 @torch.no_grad()
-def colorize(G: ECCV16Generator, img: Image.Image, size: int = 256, temperature: float = 1.0,
-             chunk_pixels: int = 1 << 17) -> Image.Image:
-    """The release pipeline: L of a size x size bicubic copy -> ab, upsampled onto the full-resolution L."""
-    device = next(G.parameters()).device
+def predict_ab(G: ECCV16Generator, small: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """uint8 RGB copies (N,3,s,s) -> the model's ab (N,2,s,s), float32, on the model's device."""
+    return G(data.uint8_to_l(small.to(next(G.parameters()).device)), temperature).float()
+
+
+@torch.no_grad()
+def paint(img: Image.Image, ab_small: torch.Tensor, chunk_pixels: int = 1 << 17) -> Image.Image:
+    """The colorized photo: ab (2,h,w) upsampled bilinearly onto img's own full-resolution L (alpha kept)."""
+    device = ab_small.device
     img_rgb = img if img.mode == "RGB" else img.convert("RGB")
-    small = data.to_uint8_tensor(data.resize_square(img_rgb, size))[None].to(device)
-    ab_small = G(data.uint8_to_l(small), temperature).float()
+    ab_small = ab_small[None]
     W, H = img_rgb.size
     # bilinear (align_corners=False) is separable: widen once, then blend two source rows per output row,
     # so no full-resolution ab tensor is ever held
@@ -317,3 +358,14 @@ def colorize(G: ECCV16Generator, img: Image.Image, size: int = 256, temperature:
     if img.mode == "RGBA":
         result.putalpha(img.getchannel("A"))
     return result
+
+
+def small_copy(img: Image.Image, size: int = 256) -> torch.Tensor:
+    """The model's input for one photo: its size x size bicubic copy as uint8 (3,size,size)."""
+    return data.to_uint8_tensor(data.resize_square(img if img.mode == "RGB" else img.convert("RGB"), size))
+
+
+def colorize(G: ECCV16Generator, img: Image.Image, size: int = 256, temperature: float = 1.0,
+             chunk_pixels: int = 1 << 17) -> Image.Image:
+    """The release pipeline: L of a size x size bicubic copy -> ab, upsampled onto the full-resolution L."""
+    return paint(img, predict_ab(G, small_copy(img, size)[None], temperature)[0], chunk_pixels)

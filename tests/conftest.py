@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import runpy
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +13,8 @@ import torch
 from PIL import Image
 
 import models
+
+ROOT = Path(__file__).resolve().parents[1]
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each (small tensors scale poorly)
     torch.set_num_threads(1)
@@ -44,3 +49,54 @@ def release_weights(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("weights") / "random-release.pth"
     torch.save(models.ECCV16Generator().state_dict(), path)
     return str(path)
+
+
+@pytest.fixture
+def script(monkeypatch, capsys):
+    """run(name, *args) -> (exit code, stderr): the script run in this process, as `python name args` would
+    (run_name is not __main__, so that a script's os._exit fast path is not taken inside pytest)."""
+    from accelerate.state import AcceleratorState
+
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
+
+    def run(name: str, *args: str) -> tuple[int, str]:
+        AcceleratorState._reset_state(True)
+        monkeypatch.setattr(sys, "argv", [name, *args])
+        try:
+            runpy.run_path(str(ROOT / name), run_name="__script__")
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        err = capsys.readouterr().err
+        if isinstance(code, str):  # SystemExit("message"): Python prints it and exits 1
+            code, err = 1, err + code + "\n"
+        return code, err
+
+    return run
+
+
+def make_clip(path, frames: int = 8, h: int = 48, w: int = 64, audio: bool = True, cut_at: int | None = None,
+              grain: float = 4.0, rate: int = 12, codec: str = "libx264") -> None:
+    """A small video made with PyAV: a still synthetic scene with film grain (a second scene from cut_at on),
+    and a 440 Hz AAC tone as its sound track."""
+    import av
+
+    rng = np.random.default_rng(0)
+    scenes = [synthetic_rgb(1, h, w).astype(float), synthetic_rgb(7, h, w).astype(float)]
+    with av.open(str(path), "w") as c:
+        c.metadata["title"] = "a test clip"
+        v = c.add_stream(codec, rate=rate)
+        v.width, v.height, v.pix_fmt = w, h, "yuv420p" if codec != "ffv1" else "yuv444p"
+        a = c.add_stream("aac", rate=8000, layout="mono") if audio else None
+        for i in range(frames):
+            base = scenes[int(cut_at is not None and i >= cut_at)]
+            img = np.clip(base + rng.normal(0, grain, base.shape), 0, 255).astype(np.uint8)
+            c.mux(v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        c.mux(v.encode())
+        if a:
+            tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(8000 * frames // rate) / 8000)).astype(np.float32)[None]
+            for k in range(0, tone.shape[1], 1024):
+                f = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k:k + 1024]), format="flt", layout="mono")
+                f.sample_rate, f.pts = 8000, k
+                c.mux(a.encode(f))
+            c.mux(a.encode())

@@ -1,25 +1,32 @@
-"""colorize.py as a user runs it: every kind of input file, folders, and each way it must refuse."""
+"""colorize.py as a user runs it: every kind of input file, folder trees, kept metadata, and each way it must refuse."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+import torch
+from PIL import Image, ImageCms, PngImagePlugin
 
-from conftest import synthetic_rgb
+import data
+import media
+import models
+from conftest import ROOT, synthetic_rgb
 
-ROOT = Path(__file__).resolve().parents[1]
+SMALL = "--size=64"  # a 64x64 model input: 16x less compute than 256, the same code
 
 
-def colorize(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "colorize.py"), *args], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **(env or {})})
+@pytest.fixture
+def colorize(script, release_weights):
+    """colorize(*args) -> (exit code, stderr), with the random release-format weights unless --ckpt is given."""
+    def run(*args: str) -> tuple[int, str]:
+        args = tuple(map(str, args))
+        extra = [] if any(a.startswith("--ckpt") for a in args) else [f"--ckpt={release_weights}"]
+        return script("colorize.py", *args, *extra)
+
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +57,9 @@ def inputs(tmp_path_factory) -> dict[str, tuple[Path, tuple[int, int]]]:
     return files
 
 
-def test_every_kind_of_input_gives_an_output_of_its_displayed_size(inputs, release_weights, tmp_path):
-    p = colorize(*[str(f) for f, _ in inputs.values()], str(tmp_path / "out"), f"--ckpt={release_weights}")
-    assert p.returncode == 0, p.stderr
+def test_every_kind_of_input_gives_an_output_of_its_displayed_size(inputs, colorize, tmp_path):
+    code, err = colorize(*[f for f, _ in inputs.values()], tmp_path / "out", SMALL)
+    assert code == 0, err
     for name, (_, size) in inputs.items():
         out = tmp_path / "out" / (Path(name).stem + (".png" if name.endswith(".gif") else Path(name).suffix))
         assert Image.open(out).size == size, name
@@ -62,22 +69,110 @@ def test_every_kind_of_input_gives_an_output_of_its_displayed_size(inputs, relea
     assert np.abs(L_out.astype(float) - L_in).mean() < 3  # the gray ramp keeps its full 0..255 range
 
 
-def test_folder_in_folder_out(release_weights, tmp_path):
-    (tmp_path / "in").mkdir()
-    for i in range(3):
-        Image.fromarray(synthetic_rgb(i)).save(tmp_path / "in" / f"p{i}.jpg")
-    p = colorize(str(tmp_path / "in"), str(tmp_path / "out"), f"--ckpt={release_weights}")
-    assert p.returncode == 0, p.stderr
-    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["p0.jpg", "p1.jpg", "p2.jpg"]
+def exif_with(date: str, orientation: int = 1) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "colorgan test camera"
+    exif.get_ifd(0x8769)[0x9003] = date  # DateTimeOriginal, in the Exif sub-IFD as cameras write it
+    return exif
 
 
-def refused(p: subprocess.CompletedProcess, out: Path, message: str, lines: int = 1) -> None:
-    assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
-    assert message in p.stderr.strip().splitlines()[-1] and len(p.stderr.strip().splitlines()) == lines, p.stderr
+def test_a_folder_tree_is_mirrored_never_overwritten_and_resumable(colorize, tmp_path):
+    src, out = tmp_path / "archive", tmp_path / "colored"
+    (src / "a").mkdir(parents=True)
+    (src / "b").mkdir()
+    photo = Image.fromarray(synthetic_rgb(0, 60, 80))
+    photo.save(src / "a" / "x.jpg", exif=exif_with("1957:06:01 12:00:00", orientation=6), icc_profile=media.srgb_profile())
+    photo.save(src / "b" / "x.jpg", comment=b"roll 2, Aunt May")
+    photo.convert("P").save(src / "x.gif")
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Description", "the harbour, 1962")
+    text.add_itxt("Title", "Hafen \u2013 1962")
+    photo.save(src / "x.png", pnginfo=text)
+    (src / "b" / "corrupt.jpg").write_bytes((src / "b" / "x.jpg").read_bytes()[:300])
+
+    code, err = colorize(src, out, SMALL, "--batch_size=3")
+    assert code == 1 and "corrupt.jpg" in err and "1 of 5 files failed" in err.splitlines()[-1], err
+    written = sorted(str(f.relative_to(out)) for f in out.rglob("*"))
+    assert written == ["a", "a/x.jpg", "b", "b/x.jpg", "x.gif.png", "x.png"], written  # none lost, nothing half-written
+    assert "x.gif -> " in err and "x.gif.png (x.png is another input's output)" in err
+
+    a = Image.open(out / "a" / "x.jpg")
+    assert a.size == (60, 80)  # turned upright, so the orientation tag says 1
+    exif = a.getexif()
+    assert exif.get_ifd(0x8769)[0x9003] == "1957:06:01 12:00:00" and exif.get(0x0112, 1) == 1 and exif[0x010F] == "colorgan test camera"
+    assert "srgb" in ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(__import__("io").BytesIO(a.info["icc_profile"]))).lower()
+    assert Image.open(out / "b" / "x.jpg").info["comment"] == b"roll 2, Aunt May"
+    png = Image.open(out / "x.png")
+    assert png.text == {"Description": "the harbour, 1962", "Title": "Hafen \u2013 1962"}
+
+    stamps = {f: f.stat().st_mtime_ns for f in out.rglob("*.*")}
+    code, err = colorize(src, out, SMALL)
+    assert code == 1 and "already exist: --skip_existing=True does the rest" in err.splitlines()[-1], err
+    code, err = colorize(src, out, SMALL, "--skip_existing=True")
+    assert "4 outputs exist, 1 to do" in err and code == 1, err  # only the corrupt photo is tried again
+    assert {f: f.stat().st_mtime_ns for f in out.rglob("*.*")} == stamps
+    code, err = colorize(src / "a", out / "a", SMALL, "--overwrite=True")
+    assert code == 0 and (out / "a" / "x.jpg").stat().st_mtime_ns != stamps[out / "a" / "x.jpg"], err
+
+
+def test_output_folder_inside_the_input_is_not_read_back(colorize, tmp_path):
+    Image.fromarray(synthetic_rgb(0)).save(tmp_path / "p.png")
+    assert colorize(tmp_path, tmp_path / "out", SMALL)[0] == 0
+    assert colorize(tmp_path, tmp_path / "out", SMALL, "--skip_existing=True")[0] == 0
+    assert sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*.png")) == ["out/p.png", "p.png"]
+
+
+def test_processes_share_the_files_without_overlap(colorize, tmp_path, monkeypatch):
+    for i in range(5):
+        Image.fromarray(synthetic_rgb(i)).save(tmp_path / f"p{i}.png")
+    seen = []
+    for rank in (0, 1):  # one after the other here; at once under accelerate launch: each checks only its own files
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        before = set((tmp_path / "out").rglob("*.png"))
+        assert colorize(tmp_path, tmp_path / "out", SMALL)[0] == 0
+        seen.append(set((tmp_path / "out").rglob("*.png")) - before)
+    assert len(seen[0]) == 3 and len(seen[1]) == 2 and not seen[0] & seen[1]
+
+
+def test_the_pipeline_gives_the_serial_loops_pixels_with_bounded_memory(release_weights, tmp_path, monkeypatch):
+    G = models.load_generator(release_weights)
+    jobs = []
+    for i in range(7):
+        Image.fromarray(synthetic_rgb(i, 40 + 8 * i, 90 - 6 * i)).save(tmp_path / f"p{i}.png")
+        jobs.append((tmp_path / f"p{i}.png", tmp_path / "out" / f"p{i}.png"))
+    (tmp_path / "p3.png").write_bytes(b"broken")
+    live, most = [0], [0]
+    load, save = data.load_image, media.save
+
+    def counted_load(*a, **k):
+        live[0] += 1
+        most[0] = max(most[0], live[0])
+        return load(*a, **k)
+
+    def counted_save(*a, **k):
+        save(*a, **k)
+        live[0] -= 1
+
+    monkeypatch.setattr(data, "load_image", counted_load)
+    monkeypatch.setattr(media, "save", counted_save)
+    results = list(media.colorize_files(G, jobs, size=64, batch_size=2, workers=2))
+    assert sorted((s, d, e is None) for s, d, e in results) == [(s, d, i != 3) for i, (s, d) in enumerate(jobs)]
+    assert most[0] <= 2 * 2 + 2  # photos decoded and not yet written, whatever the folder's length
+    for src, dst in jobs[:3] + jobs[4:]:
+        expected = models.colorize(G, load(src), size=64)
+        assert np.array_equal(np.asarray(Image.open(dst)), np.asarray(expected)), src
+
+
+def refused(result: tuple[int, str], out: Path, message: str) -> None:
+    code, err = result
+    assert code != 0 and "Traceback" not in err, err
+    assert message in err.strip().splitlines()[-1], err
     assert not out.exists() and not list(out.parent.glob(".*tmp*"))
 
 
-def test_bad_inputs_are_refused_in_one_line_without_output(release_weights, tmp_path):
+def test_bad_inputs_are_refused_in_one_line_without_output(colorize, tmp_path):
     jpeg = tmp_path / "ok.jpg"
     Image.fromarray(synthetic_rgb(0, 200, 200)).save(jpeg)
     raw = jpeg.read_bytes()
@@ -91,26 +186,47 @@ def test_bad_inputs_are_refused_in_one_line_without_output(release_weights, tmp_
     (tmp_path / "bomb.png").write_bytes(data[:12] + ihdr + zlib.crc32(ihdr).to_bytes(4, "big") + data[33:])
     (tmp_path / "corrupt.pt").write_bytes(b"\x00" * 100)
     out = tmp_path / "out.png"
-    w = f"--ckpt={release_weights}"
     for name, message in (("empty.jpg", "not an image"), ("text.jpg", "not an image"), ("truncated.jpg", "cannot decode"),
                           ("bomb.png", "over the limit"), ("missing.jpg", "no such file")):
-        refused(colorize(str(tmp_path / name), str(out), w), out, message)
-    refused(colorize(str(jpeg), str(out), f"--ckpt={tmp_path / 'corrupt.pt'}"), out, "not a readable checkpoint")
-    refused(colorize(str(jpeg), str(jpeg), w), jpeg.with_name("never"), "refusing to overwrite")
+        refused(colorize(tmp_path / name, out, SMALL), out, message)
+    refused(colorize(jpeg, out, f"--ckpt={tmp_path / 'corrupt.pt'}"), out, "not a readable checkpoint")
+    refused(colorize(jpeg, jpeg), jpeg.with_name("never"), "refusing to overwrite")
     assert jpeg.read_bytes() == raw
+    Image.new("RGB", (4, 4)).save(out)
+    refused(colorize(jpeg, out), tmp_path / "never", "already exist")  # a photo is never replaced unasked
 
 
-def test_offline_default_weights_say_where_to_put_the_file(tmp_path):
+@pytest.mark.parametrize("args, message", [
+    (["--temperature=0"], "--temperature=0.0: must be in (0, 1]"),
+    (["--temperature=1.5"], "must be in (0, 1]"),
+    (["--device=cuda"], "torch sees 0 CUDA GPUs here"),
+    (["--device=tpu9"], "not a device"),
+    (["--format=gif"], "--format=gif: use one of png, jpg, webp, tiff"),
+    (["--skip_existing=True", "--overwrite=True"], "contradict"),
+    (["EXTRA"], "several inputs need an output folder, not a file name"),
+])
+def test_options_are_checked_before_weights_load(colorize, tmp_path, monkeypatch, args, message):
+    if torch.cuda.is_available() and "cuda" in args[0]:
+        pytest.skip("this machine has a GPU")
+    jpeg = tmp_path / "in.jpg"
+    Image.fromarray(synthetic_rgb(0)).save(jpeg)
+    monkeypatch.setattr(models, "load_generator", lambda *a: pytest.fail("weights loaded before the check"))
+    options = [a for a in args if a.startswith("--")]
+    inputs = [jpeg, jpeg] if "EXTRA" in args else [jpeg]
+    refused(colorize(*inputs, tmp_path / "out.png", *options), tmp_path / "out.png", message)
+
+
+def test_offline_default_weights_say_where_to_put_the_file(colorize, tmp_path, monkeypatch):
     jpeg = tmp_path / "ok.jpg"
     Image.fromarray(synthetic_rgb(0)).save(jpeg)
-    env = {"TORCH_HOME": str(tmp_path / "th"), "COLORGAN_ECCV16_URL": "http://127.0.0.1:9/colorization_release_v2-9b330a0b.pth"}
-    p = colorize(str(jpeg), str(tmp_path / "out.png"), env=env)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    monkeypatch.setenv("COLORGAN_ECCV16_URL", "http://127.0.0.1:9/colorization_release_v2-9b330a0b.pth")
     where = str(tmp_path / "th" / "hub" / "checkpoints" / "colorization_release_v2-9b330a0b.pth")
-    refused(p, tmp_path / "out.png", f"put that file at {where}", lines=2)  # after the "downloading ..." notice
+    refused(colorize(jpeg, tmp_path / "out.png", "--ckpt=eccv16"), tmp_path / "out.png", f"put that file at {where}")
 
 
-def test_the_readme_sample_photo_colorizes(release_weights, tmp_path):
-    p = colorize(str(ROOT / "assets" / "camera.png"), str(tmp_path / "camera-color.png"), f"--ckpt={release_weights}")
-    assert p.returncode == 0, p.stderr
+def test_the_readme_sample_photo_colorizes(colorize, tmp_path):
+    code, err = colorize(ROOT / "assets" / "camera.png", tmp_path / "camera-color.png")
+    assert code == 0, err
     out = np.asarray(Image.open(tmp_path / "camera-color.png"))
     assert out.shape == (512, 512, 3) and np.ptp(out.astype(int), axis=2).max() > 0  # colour where there was none

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
-import io
 import threading
 
 import numpy as np
@@ -199,22 +198,51 @@ def file_server(tmp_path):
     server.shutdown()
 
 
-def test_weights_download_once_with_hash_check(file_server, tmp_path, monkeypatch, release_weights):
+def test_weights_come_from_the_first_mirror_that_serves_them_whole(file_server, tmp_path, monkeypatch, release_weights):
     root, url = file_server
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     raw = open(release_weights, "rb").read()
-    good = f"colorization_release_v2-{hashlib.sha256(raw).hexdigest()[:8]}.pth"
-    (root / good).write_bytes(raw)
-    monkeypatch.setenv("COLORGAN_ECCV16_URL", f"{url}/{good}")
+    name = f"colorization_release_v2-{hashlib.sha256(raw).hexdigest()[:8]}.pth"
+    (root / "wrong").mkdir()
+    (root / "wrong" / name).write_bytes(raw[:-1] + b"x")  # a mirror serving other bytes under the right name
+    (root / "ok").mkdir()
+    (root / "ok" / name).write_bytes(raw)
+    mirrors = [f"{url}/forbidden/{name}", f"{url}/wrong/{name}", f"{url}/ok/{name}"]  # 404, wrong bytes, good
+    cached = models.fetch_weights(mirrors)
+    assert cached.read_bytes() == raw and cached == tmp_path / "torch" / "hub" / "checkpoints" / name
+    (root / "ok" / name).unlink()  # cached: no second download
+    monkeypatch.setenv("COLORGAN_ECCV16_URL", f"{url}/ok/{name}")
     G = models.load_generator("eccv16")
     assert torch.equal(G.state_dict()["model8.6.bias"], torch.load(release_weights, weights_only=True)["model8.6.bias"])
-    (root / good).unlink()  # cached: no second download
-    models.load_generator("eccv16")
 
-    (root / "weights-00000000.pth").write_bytes(raw)
-    with pytest.raises(models.ModelError, match="does not match"):
-        models.fetch_weights(f"{url}/weights-00000000.pth")
-    assert not (tmp_path / "torch" / "hub" / "checkpoints" / "weights-00000000.pth").exists()
+    cached.write_bytes(b"not the weights")  # a wrong file at the cache path is moved aside, never deleted
+    with pytest.raises(models.ModelError) as e:
+        models.fetch_weights(mirrors)
+    aside = sorted(cached.parent.glob(f"{name}.sha256-*"))
+    assert [p.read_bytes() for p in aside] == [b"not the weights"] and not cached.exists()
+    assert f"moved it to {aside[0].name}" in str(e.value) and f"put that file at {cached}" in str(e.value)
+    assert "404" in str(e.value) and "is not" in str(e.value)  # each mirror's reason
+    (root / "ok" / name).write_bytes(raw)
+    assert models.fetch_weights(mirrors).read_bytes() == raw
+
+
+def test_a_forbidden_mirror_moves_on(tmp_path, monkeypatch):
+    """The S3 bucket's failure mode: 403 Forbidden."""
+    class Forbidden(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(403)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forbidden)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    name = "w-00000000.pth"
+    monkeypatch.setenv("COLORGAN_ECCV16_URL", f"http://127.0.0.1:{server.server_address[1]}/{name} http://127.0.0.1:9/{name}")
+    with pytest.raises(models.ModelError, match=r"403.*127\.0\.0\.1:9: .*refused.*offline, put that file at"):
+        models.load_generator("eccv16")
+    server.shutdown()
 
 
 def test_offline_download_says_where_to_put_the_file(tmp_path, monkeypatch):

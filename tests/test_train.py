@@ -1,10 +1,9 @@
 """The training scripts as a user runs them (tiny images, a few steps, on the CPU), in this process where a
-separate one is not the point: runpy runs the script file as __main__, as `python train_gan.py` would."""
+separate one is not the point (the `script` fixture in conftest.py runs the file as `python train_gan.py` would)."""
 
 from __future__ import annotations
 
 import os
-import runpy
 import signal
 import subprocess
 import sys
@@ -23,29 +22,6 @@ from conftest import synthetic_rgb
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--image_size=32", "--batch_size=4", "--num_workers=0", "--log_every=1"]
 GAN = ["--vgg_weights=random"]
-
-
-@pytest.fixture
-def script(monkeypatch, capsys):
-    """run(name, *args) -> (exit code, stderr): the script run in this process."""
-    from accelerate.state import AcceleratorState
-
-    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
-
-    def run(name: str, *args: str) -> tuple[int, str]:
-        AcceleratorState._reset_state(True)
-        monkeypatch.setattr(sys, "argv", [name, *args])
-        try:
-            runpy.run_path(str(ROOT / name), run_name="__main__")
-            code = 0
-        except SystemExit as e:
-            code = e.code
-        err = capsys.readouterr().err
-        if isinstance(code, str):  # SystemExit("message"): Python prints it and exits 1
-            code, err = 1, err + code + "\n"
-        return code, err
-
-    return run
 
 
 def ok(result: tuple[int, str]) -> str:

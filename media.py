@@ -1,0 +1,236 @@
+"""Photo files for colorize.py: where each output goes, what it keeps of its input, and the pipelined folder job.
+
+plan() maps inputs to outputs (mirrored folders, no two inputs on one output), save() writes atomically with the
+input's EXIF, ICC and text, and colorize_files() decodes and encodes in threads while the model runs batches.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import cache
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from PIL import Image, ImageCms
+
+import data
+import models
+import video
+
+SAVE_FORMATS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}  # photo outputs PIL writes
+FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif"}  # --format for folders
+ALPHA_FORMATS = {".png", ".webp", ".tif", ".tiff"}
+SAVE_OPTIONS = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"quality": 95}}
+
+
+class PlanError(ValueError):
+    """The inputs and output cannot make a job (a user mistake): one line says why."""
+
+
+def _inputs(src: Path, exclude: Path) -> list[Path]:
+    """The photos and videos under a folder, sorted, leaving out the output folder when it lies inside."""
+    suffixes = data.IMAGE_SUFFIXES | video.VIDEO_SUFFIXES
+    return sorted(f for f in src.rglob("*") if f.suffix.lower() in suffixes and f.is_file()
+                  and exclude not in f.parents and not f.name.startswith("."))
+
+
+def _suffix(src: Path, fmt: str) -> str:
+    """The output suffix for a file in a folder job: --format, else the input's own where writable, else .png/.mp4."""
+    own = src.suffix.lower()
+    if own in video.VIDEO_SUFFIXES:
+        return src.suffix if own in video.WRITE_SUFFIXES else ".mp4"
+    return FORMATS[fmt] if fmt else src.suffix if own in SAVE_FORMATS else ".png"
+
+
+def plan(paths: list[str], fmt: str = "") -> tuple[list[tuple[Path, Path]], list[str]]:
+    """(input, output) pairs and notes on renamed outputs: file -> file, folder -> mirrored folder, several -> folder.
+
+    A folder's files keep their relative paths under the output folder (several inputs: under their own names).
+    When two inputs would share an output, the one whose suffix is unchanged keeps the name, then the first in
+    sorted order; each other gets its own suffix kept before the new one (x.gif -> x.gif.png) and a note says so.
+    """
+    if len(paths) < 2:
+        raise PlanError("usage: python colorize.py IN [IN ...] OUT  (see --help)")
+    *inputs, out = map(Path, paths)
+    file_suffixes = SAVE_FORMATS | video.VIDEO_SUFFIXES
+    if len(inputs) == 1 and not inputs[0].is_dir() and not out.is_dir() and out.suffix:
+        if out.suffix.lower() not in file_suffixes:
+            raise PlanError(f"{out}: unknown output format (use one of {', '.join(sorted(file_suffixes))})")
+        wanted = [(inputs[0], out)]
+    else:
+        wanted = _mirrored(inputs, out, fmt)
+    for src, dst in wanted:
+        if dst.exists() and src.resolve() == dst.resolve():
+            raise PlanError(f"{dst}: refusing to overwrite the input")
+    return _distinct(wanted)
+
+
+def _mirrored(inputs: list[Path], out: Path, fmt: str) -> list[tuple[Path, Path]]:
+    """Every photo and video under the inputs, at its relative path under out."""
+    file_suffixes = SAVE_FORMATS | video.VIDEO_SUFFIXES
+    if out.suffix.lower() in file_suffixes and not out.is_dir():
+        raise PlanError(f"{out}: several inputs need an output folder, not a file name")
+    wanted: list[tuple[Path, Path]] = []
+    for p in inputs:
+        if p.is_dir():
+            base = out if len(inputs) == 1 else out / p.resolve().name
+            wanted += [(f, base / f.relative_to(p).with_suffix(_suffix(f, fmt))) for f in _inputs(p, out.resolve())]
+        else:
+            wanted.append((p, out / p.with_suffix(_suffix(p, fmt)).name))
+    if not wanted:
+        raise PlanError(f"{' '.join(map(str, inputs))}: no photos or videos found")
+    return wanted
+
+
+def _distinct(wanted: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """The outputs made distinct (case-insensitively), with a note for each renamed one."""
+    # the unrenamed first, then in input order: who keeps a contested name never depends on the file system
+    order = sorted(range(len(wanted)), key=lambda i: (wanted[i][0].suffix.lower() != wanted[i][1].suffix.lower(), i))
+    taken: set[str] = set()
+    jobs: list[tuple[Path, Path] | None] = [None] * len(wanted)
+    notes = []
+    for i in order:
+        src, dst = wanted[i]
+        candidate, n = dst, 1
+        while str(candidate).lower() in taken:  # lower: x.JPG and x.jpg are one file on macOS and Windows
+            n += 1
+            stem = f"{src.stem}{src.suffix}" if n == 2 else f"{src.stem}{src.suffix}-{n - 1}"
+            candidate = dst.with_name(stem + dst.suffix)
+        if candidate != dst:
+            notes.append(f"{src} -> {candidate} ({dst.name} is another input's output)")
+        taken.add(str(candidate).lower())
+        jobs[i] = (src, candidate)
+    return jobs, notes
+
+
+# ----------------------------------------------------------------------------- metadata
+
+
+@cache
+def srgb_profile() -> bytes:
+    """An sRGB ICC profile, for outputs whose input carried a profile."""
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def metadata(img: Image.Image) -> dict:
+    """What an output keeps of its input: EXIF (load_image turned the pixels upright and dropped the orientation tag,
+    so no viewer turns them again), an sRGB ICC profile when the input had
+    one (data.load_image converts the pixels to sRGB), PNG text and the JPEG comment."""
+    meta = {"exif": img.info.get("exif"), "icc": srgb_profile() if img.info.get("icc_profile") else None,
+            "comment": img.info.get("comment")}
+    text = getattr(img, "text", None) or {k: v for k, v in img.info.items() if isinstance(v, str) and k[:1].isupper()}
+    meta["text"] = dict(text)
+    return meta
+
+
+def _png_chunks(meta: dict) -> list[tuple[bytes, bytes]]:
+    """PNG chunks for the metadata: iCCP, eXIf, tEXt (iTXt where the text is not Latin-1)."""
+    chunks = []
+    if meta.get("icc"):
+        chunks.append((b"iCCP", b"sRGB\0\0" + zlib.compress(meta["icc"])))
+    if meta.get("exif"):
+        chunks.append((b"eXIf", meta["exif"].removeprefix(b"Exif\0\0")))
+    text = dict(meta.get("text") or {})
+    if meta.get("comment") and "Comment" not in text:
+        text["Comment"] = meta["comment"].decode("latin-1") if isinstance(meta["comment"], bytes) else meta["comment"]
+    for key, value in text.items():
+        try:
+            chunks.append((b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1")))
+        except UnicodeEncodeError:
+            chunks.append((b"iTXt", key.encode("latin-1", "replace") + b"\0\0\0\0\0" + value.encode("utf-8")))
+    return chunks
+
+
+def save(img: Image.Image, path: Path, meta: dict | None = None) -> None:
+    """Write via a temp file and rename, the format from the suffix, with the metadata: no half-written output."""
+    meta = meta or {}
+    suffix = path.suffix.lower()
+    if img.mode == "RGBA" and suffix not in ALPHA_FORMATS:
+        img = img.convert("RGB")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # PIL picks the format from the suffix
+    try:
+        if suffix == ".png":
+            tmp.write_bytes(data.png_bytes(img, chunks=_png_chunks(meta)))
+        else:
+            options = dict(SAVE_OPTIONS.get(suffix, {}))
+            if meta.get("exif") and suffix != ".bmp":
+                options["exif"] = meta["exif"]
+            if meta.get("icc") and suffix != ".bmp":
+                options["icc_profile"] = meta["icc"]
+            if meta.get("comment") and suffix in (".jpg", ".jpeg"):
+                options["comment"] = meta["comment"]
+            img.save(tmp, **options)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- the folder job
+
+
+def colorize_files(G: models.ECCV16Generator, jobs: list[tuple[Path, Path]], size: int = 256, temperature: float = 1.0,
+                   batch_size: int = 4, workers: int = 2, max_pixels: int = data.MAX_PIXELS) -> Iterator[tuple[Path, Path, str | None]]:
+    """Colorize photos [(src, dst)], yielding (src, dst, error or None) as each finishes.
+
+    Worker threads decode (and make the model's small copy) and paint and encode (PIL and torch let go of the GIL),
+    while this thread runs the model on batches. At most 2 x batch_size + workers photos are in flight, whatever
+    their number or size. workers=0 does everything in this thread, one stage after another.
+    """
+    def decode(src: Path) -> tuple[Image.Image, torch.Tensor]:
+        img = data.load_image(src, keep_alpha=True, max_pixels=max_pixels)
+        return img, models.small_copy(img, size)
+
+    def encode(img: Image.Image, ab: torch.Tensor, dst: Path) -> None:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        save(models.paint(img, ab), dst, metadata(img))
+
+    pool = ThreadPoolExecutor(workers) if workers else None
+
+    def submit(fn, *args) -> Future:
+        if pool:
+            return pool.submit(fn, *args)
+        f = Future()
+        try:
+            f.set_result(fn(*args))
+        except (data.ImageError, OSError, ValueError) as e:
+            f.set_exception(e)
+        return f
+
+    limit = 2 * batch_size + workers
+    todo = iter(jobs)
+    decoding: deque[tuple[Path, Path, Future]] = deque()
+    encoding: deque[tuple[Path, Path, Future]] = deque()
+
+    def finished(src: Path, dst: Path, f: Future) -> tuple[Path, Path, str | None]:
+        try:
+            f.result()
+            return src, dst, None
+        except (data.ImageError, OSError, ValueError) as e:  # a bad photo or an unwritable output: the job goes on
+            return src, dst, str(e) if isinstance(e, data.ImageError) else f"{dst}: cannot write ({e})"
+
+    try:
+        while True:
+            while len(decoding) + len(encoding) < limit and (job := next(todo, None)):
+                decoding.append((*job, submit(decode, job[0])))
+            if not decoding:
+                break
+            batch = []
+            while decoding and len(batch) < batch_size:
+                src, dst, f = decoding.popleft()
+                if f.exception() is None:
+                    batch.append((src, dst, *f.result()))
+                else:
+                    yield finished(src, dst, f)
+            if batch:
+                ab = models.predict_ab(G, torch.stack([small for *_, small in batch]), temperature)
+                encoding += [(src, dst, submit(encode, img, ab[i], dst)) for i, (src, dst, img, _) in enumerate(batch)]
+            while encoding and (encoding[0][2].done() or len(decoding) + len(encoding) >= limit):
+                yield finished(*encoding.popleft())
+        while encoding:
+            yield finished(*encoding.popleft())
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)

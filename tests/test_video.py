@@ -1,0 +1,119 @@
+"""Videos through colorize.py: clips the tests make with PyAV (no files committed, no network)."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import models
+import video
+from conftest import make_clip
+
+SMALL = "--size=64"
+
+
+@pytest.fixture
+def colorize(script, release_weights):
+    def run(*args) -> tuple[int, str]:
+        return script("colorize.py", *map(str, args), f"--ckpt={release_weights}", SMALL)
+
+    return run
+
+
+def packets(path, kind: str) -> list[tuple[int, bytes]]:
+    with av.open(str(path)) as c:
+        return [(p.pts, bytes(p)) for p in c.demux(getattr(c.streams, kind)[0]) if p.size]
+
+
+def test_a_clip_keeps_every_frame_its_timestamps_sound_and_metadata(colorize, release_weights, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=9)
+    code, err = colorize(clip, tmp_path / "out.mp4", "--temporal=0")
+    assert code == 0, err
+    frames, time_base, pts = video.read_frames(tmp_path / "out.mp4")
+    src_frames, src_time_base, src_pts = video.read_frames(clip)
+    assert len(frames) == 9 and frames[0].shape == (48, 64, 3) and pts == src_pts and time_base == src_time_base
+    assert packets(tmp_path / "out.mp4", "audio") == packets(clip, "audio")  # copied, not re-encoded
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        assert c.metadata.get("title") == "a test clip" and c.streams.video[0].codec.name == "h264"
+        assert c.streams.video[0].average_rate == 12
+    G = models.load_generator(release_weights)
+    for got, src in zip(frames, src_frames):  # --temporal=0: each frame as the photo path colorizes it
+        expected = np.asarray(models.colorize(G, Image.fromarray(src), size=64)).astype(int)
+        assert np.abs(got.astype(int) - expected).mean() < 2.5  # H.264 at crf 18 on a 64x48 frame
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_mkv_is_lossless_ffv1_and_the_filter_is_on_by_default(colorize, tmp_path):
+    clip = tmp_path / "clip.mkv"
+    make_clip(clip, frames=6, audio=False, codec="ffv1")
+    assert colorize(clip, tmp_path / "out.mkv")[0] == 0
+    assert colorize(clip, tmp_path / "raw.mkv", "--temporal=0")[0] == 0
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        assert c.streams.video[0].codec.name == "ffv1"
+    filtered, raw = video.read_frames(tmp_path / "out.mkv")[0], video.read_frames(tmp_path / "raw.mkv")[0]
+    assert np.array_equal(filtered[0], raw[0])  # nothing to lean on at the first frame
+
+
+def grainy_run(frames: int, cut_at: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gray frames L (N,1,32,32) of a still scene with grain, and an ab prediction that follows the grain
+    (as an undertrained model's does), with a different scene from cut_at on."""
+    g = torch.Generator().manual_seed(seed)
+    scenes = [torch.linspace(20, 80, 32).expand(32, 32), torch.linspace(90, 10, 32).expand(32, 32).t()]
+    L = torch.stack([scenes[int(cut_at is not None and i >= cut_at)] + 2 * torch.randn(32, 32, generator=g)
+                     for i in range(frames)])[:, None]
+    ab = torch.cat([(L - 50) * 0.8, (50 - L) * 0.5], 1) + 3 * torch.randn(frames, 2, 32, 32, generator=g)
+    return L, ab
+
+
+def flicker(ab: torch.Tensor) -> float:
+    return (ab[1:] - ab[:-1]).abs().mean().item()
+
+
+def test_the_filter_calms_a_still_scene_and_starts_afresh_at_a_cut():
+    L, ab = grainy_run(12)
+    calm, _ = video.temporal_filter(ab, L, None, strength=0.6)
+    assert flicker(calm) <= 0.7 * flicker(ab) and torch.equal(calm[0], ab[0])
+    assert video.temporal_filter(ab, L, None, strength=0)[0] is ab
+    L, ab = grainy_run(12, cut_at=6)
+    out, _ = video.temporal_filter(ab, L, None, strength=0.6)
+    assert torch.equal(out[6], ab[6]) and not torch.equal(out[7], ab[7])  # the first frame of the new scene is its own
+    # batches: the state carries across calls, giving what one call gives
+    a, state = video.temporal_filter(ab[:5], L[:5], None, 0.6)
+    b, _ = video.temporal_filter(ab[5:], L[5:], state, 0.6)
+    assert torch.equal(torch.cat([a, b]), out)
+
+
+def test_the_filter_follows_motion_without_ghosting():
+    L, ab = grainy_run(2)
+    L[1, :, 8:24, 16:] += 30  # a bright thing moves into a quarter of the frame (too little for a cut)
+    ab[1, :, 8:24, 16:] += 40
+    out, _ = video.temporal_filter(ab, L, None, strength=0.9)
+    assert torch.equal(out[1, :, 11:21, 19:], ab[1, :, 11:21, 19:])  # changed pixels take their new colour, all of it
+    assert (out[1, :, :, :12] - ab[1, :, :, :12]).abs().mean() > 0.5  # still pixels lean on the last frame
+
+
+def test_broken_videos_are_refused_in_one_line_without_output(colorize, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=4)
+    (tmp_path / "text.mp4").write_text("not a video")
+    (tmp_path / "truncated.mp4").write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    with av.open(str(tmp_path / "sound.mp4"), "w") as c:  # a sound track only
+        a = c.add_stream("aac", rate=8000, layout="mono")
+        f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt", layout="mono")
+        f.sample_rate, f.pts = 8000, 0
+        c.mux(a.encode(f))
+        c.mux(a.encode())
+    cases = [("text.mp4", "out.mp4", [], "not a video FFmpeg can read"),
+             ("truncated.mp4", "out.mp4", [], "not a video FFmpeg can read"),  # MP4's index is at its end: refused
+             ("sound.mp4", "out.mp4", [], "has no video stream"),
+             ("clip.mp4", "out.webm", [], "its audio (aac) cannot be copied into .webm"),
+             ("clip.mp4", "out.mp4", ["--codec=nonesuch"], "cannot encode with nonesuch"),
+             ("missing.mp4", "out.mp4", [], "no such file")]
+    for name, out, args, message in cases:
+        code, err = colorize(tmp_path / name, tmp_path / out, *args)
+        assert code == 1 and "Traceback" not in err and message in err.strip().splitlines()[-1], (name, err)
+        assert not (tmp_path / out).exists() and not list(tmp_path.glob(".*tmp*")), name

@@ -1,0 +1,261 @@
+"""Video files for colorize.py (PyAV, FFmpeg's libraries): every frame colorized, sound and subtitles copied.
+
+Frames are decoded in a thread, colorized in batches, steadied by a temporal filter on the predicted colour
+(reset at scene cuts) and encoded in another thread, while the model runs. The output is written under a temp
+name and renamed.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import data
+import models
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpeg", ".mpg", ".ts", ".wmv", ".flv"}
+WRITE_SUFFIXES = {".mp4": "libx264", ".mov": "libx264", ".m4v": "libx264", ".mkv": "ffv1", ".webm": "libvpx-vp9",
+                  ".avi": "ffv1"}
+CUT_THRESHOLD = 12.0  # mean |L change| (0-100) of 8x8-pooled frames above which a scene cut resets the filter
+MOTION_SCALE = 6.0  # |L change| (0-100, after a 4x4 blur that drowns film grain) at which the filter lets go fully
+QUEUE_FRAMES = 8  # decoded and painted frames waiting between the threads: memory is flat whatever the clip's length
+
+
+class VideoError(ValueError):
+    """A video that cannot be read or written: one line names the file and why."""
+
+
+def cut(L_prev: torch.Tensor, L: torch.Tensor) -> bool:
+    """A scene cut between two gray frames (1,1,h,w): the coarse picture changed a lot."""
+    return (F.avg_pool2d(L, 8) - F.avg_pool2d(L_prev, 8)).abs().mean().item() > CUT_THRESHOLD
+
+
+def temporal_filter(ab: torch.Tensor, L: torch.Tensor, state: tuple | None, strength: float
+                    ) -> tuple[torch.Tensor, tuple | None]:
+    """Steady a run of predicted ab (N,2,h,w) given their gray frames L (N,1,h,w): each frame's colour leans on the
+    last output by `strength` where the (blurred) gray picture did not change, not at all where it did or after a
+    cut. state carries (last L, last ab) from the previous batch; strength 0 returns ab unchanged."""
+    if strength == 0:
+        return ab, None
+    out = torch.empty_like(ab)
+    for i in range(len(ab)):
+        if state is None or cut(state[0], L[i:i + 1]):
+            out[i] = ab[i]
+        else:
+            change = (F.avg_pool2d(L[i:i + 1], 5, 1, 2, count_include_pad=False)
+                      - F.avg_pool2d(state[0], 5, 1, 2, count_include_pad=False)).abs()
+            weight = strength * (1 - change / MOTION_SCALE).clamp_min(0)
+            out[i] = torch.lerp(ab[i], state[1][0], weight[0])
+        state = (L[i:i + 1], out[i:i + 1])
+    return out, state
+
+
+def _open(src: Path):
+    """The input container and its first video stream; VideoError when FFmpeg cannot read one."""
+    import av
+
+    try:
+        container = av.open(str(src))
+    except FileNotFoundError:
+        raise VideoError(f"{src}: no such file") from None
+    except (av.error.FFmpegError, OSError) as e:
+        raise VideoError(f"{src}: not a video FFmpeg can read ({e})") from None
+    streams = container.streams.video
+    if not streams:
+        container.close()
+        raise VideoError(f"{src}: has no video stream")
+    if streams[0].codec_context is None:
+        container.close()
+        raise VideoError(f"{src}: no decoder for its video codec {streams[0].codec.name if streams[0].codec else '?'}")
+    return container, streams[0]
+
+
+def colorize_video(G: models.ECCV16Generator, src: Path, dst: Path, size: int = 256, temperature: float = 1.0,
+                   temporal: float = 0.6, batch_size: int = 4, crf: int = 18, codec: str = "",
+                   progress: bool = True) -> int:
+    """Colorize src into dst (codec from dst's suffix unless given), keeping size, timestamps, rotation, audio,
+    subtitles and metadata; returns the frames written. VideoError for files that cannot be read or written."""
+    import av
+    from tqdm import tqdm
+
+    codec = codec or WRITE_SUFFIXES.get(dst.suffix.lower(), "")
+    if not codec:
+        raise VideoError(f"{dst}: cannot write video to {dst.suffix!r} (use .mp4, .mkv, .webm, .mov or --codec)")
+    inp, in_v = _open(src)
+    tmp = dst.with_name(f".{dst.stem}.tmp{dst.suffix}")  # FFmpeg picks the container from the suffix
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out = av.open(str(tmp), "w")
+        others = [s for s in inp.streams if s.type in ("audio", "subtitle")]
+        for s in others:
+            if s.codec.name not in out.supported_codecs:
+                raise VideoError(f"{src}: its {s.type} ({s.codec.name}) cannot be copied into {dst.suffix} "
+                                 "without re-encoding; choose .mkv (takes every codec) or .mp4")
+        try:
+            out_v = out.add_stream(codec, rate=in_v.average_rate or in_v.guessed_rate or 25)
+        except (av.error.FFmpegError, ValueError) as e:
+            raise VideoError(f"{dst}: cannot encode with {codec} ({e})") from None
+        out_v.width, out_v.height = in_v.codec_context.width, in_v.codec_context.height
+        out_v.codec_context.time_base = out_v.time_base = in_v.time_base  # the input's timestamps, unchanged: variable frame rates stay as they were
+        out_v.pix_fmt = "yuv420p" if codec in ("libx264", "libvpx-vp9") else "yuv444p" if codec == "ffv1" else out_v.pix_fmt
+        out_v.thread_type = "AUTO"
+        if codec in ("libx264", "libvpx-vp9"):
+            out_v.options = {"crf": str(crf), **({"b": "0"} if codec == "libvpx-vp9" else {})}
+        copies = {s.index: out.add_stream_from_template(s) for s in others}
+        for s in others:
+            copies[s.index].metadata.update(s.metadata)
+        out.metadata.update(inp.metadata)
+        out_v.metadata.update(in_v.metadata)
+        in_v.thread_type = "AUTO"  # FFmpeg's own decoding threads
+        total = in_v.frames or None
+        frames, error = _run(G, inp, in_v, out, out_v, copies, size, temperature, temporal, batch_size,
+                             tqdm(total=total, unit="frame", disable=not progress, leave=False, desc=src.name))
+        if frames == 0:
+            raise VideoError(f"{src}: no frame decodes ({error or 'empty video stream'})")
+        out.close()
+        if error or (total and frames < total):  # a truncated file: the frames that decode are kept, and said so
+            print(f"colorize.py: {src}: decoding stopped after {frames}{f' of {total}' if total else ''} frames "
+                  f"({error or 'the file ends early'}); wrote those", file=sys.stderr)
+        tmp.replace(dst)
+        return frames
+    except av.error.FFmpegError as e:
+        raise VideoError(f"{src}: {e}") from None
+    finally:
+        inp.close()
+        tmp.unlink(missing_ok=True)
+
+
+def _run(G, inp, in_v, out, out_v, copies: dict, size: int, temperature: float, temporal: float, batch_size: int,
+         bar) -> tuple[int, Exception | None]:
+    """The pipeline: a decoding thread -> batches through the model and filter here -> an encoding thread.
+    Returns the frames written and the error that stopped decoding early (None at the end of the stream)."""
+    import av
+
+    decoded: queue.Queue = queue.Queue(QUEUE_FRAMES)  # ("frame", VideoFrame) / ("packet", Packet) / ("end", error)
+    painted: queue.Queue = queue.Queue(QUEUE_FRAMES)
+    stop = threading.Event()
+
+    def decode() -> None:
+        try:
+            for packet in inp.demux(in_v, *[inp.streams[i] for i in copies]):
+                if stop.is_set():
+                    return
+                if packet.stream.index == in_v.index:
+                    for frame in packet.decode():
+                        decoded.put(("frame", frame))
+                elif packet.dts is not None:  # the demuxer's flush packets carry nothing
+                    decoded.put(("packet", packet))
+            decoded.put(("end", None))
+        except av.error.FFmpegError as e:
+            decoded.put(("end", e))
+
+    errors: list[Exception] = []
+
+    def encode() -> None:
+        rotation_set = False
+        while (item := painted.get())[0] != "end":
+            if errors:
+                continue  # drained, so the model's thread never waits on a dead encoder
+            kind, thing = item
+            try:
+                if kind == "frame":
+                    rgb, template = thing
+                    if not rotation_set and template.rotation:
+                        out_v.set_display_rotation(template.rotation)
+                    rotation_set = True
+                    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                    frame.pts, frame.time_base = template.pts, template.time_base
+                    out.mux(out_v.encode(frame))
+                else:
+                    thing.stream = copies[thing.stream.index]
+                    out.mux(thing)
+            except av.error.FFmpegError as e:
+                errors.append(e)
+        if not errors:
+            try:
+                out.mux(out_v.encode())
+            except av.error.FFmpegError as e:
+                errors.append(e)
+
+    threads = [threading.Thread(target=decode, daemon=True), threading.Thread(target=encode, daemon=True)]
+    for t in threads:
+        t.start()
+    state, frames, error = None, 0, None
+    try:
+        batch: list = []
+        while not errors:
+            kind, thing = decoded.get()
+            if kind == "packet":
+                (batch.append if batch else painted.put)(("packet", thing))  # kept in order with the frames
+                continue
+            if kind == "frame":
+                batch.append(("frame", thing))
+            if batch and (kind == "end" or sum(k == "frame" for k, _ in batch) == batch_size):
+                state = _colorize_batch(G, batch, size, temperature, temporal, state, painted)
+                frames += sum(k == "frame" for k, _ in batch)
+                bar.update(sum(k == "frame" for k, _ in batch))
+                batch = []
+            if kind == "end":
+                error = thing
+                break
+    finally:
+        stop.set()
+        while threads[0].is_alive():  # the decoder may wait on a full queue: empty it until it sees stop
+            try:
+                decoded.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        painted.put(("end", None))
+        threads[1].join()
+        bar.close()
+    if errors:
+        raise errors[0]
+    return frames, error
+
+
+def _colorize_batch(G, batch: list, size: int, temperature: float, temporal: float, state, painted: queue.Queue):
+    """Model, filter and full-resolution colour for a batch of frames; results (and packets between them) in order."""
+    frames = [thing for kind, thing in batch if kind == "frame"]
+    if not frames:
+        for item in batch:
+            painted.put(item)
+        return state
+    imgs = [f.to_image() for f in frames]
+    small = torch.stack([models.small_copy(img, size) for img in imgs])
+    ab = models.predict_ab(G, small, temperature)
+    ab, state = temporal_filter(ab, data.uint8_to_l(small.to(ab.device)), state, temporal)
+    i = 0
+    for kind, thing in batch:
+        if kind == "frame":
+            painted.put(("frame", (np.asarray(models.paint(imgs[i], ab[i])), thing)))
+            i += 1
+        else:
+            painted.put(("packet", thing))
+    return state
+
+
+def flicker(frames: list[np.ndarray], still: float = 1.0) -> tuple[float, float]:
+    """(mean |ab_t - ab_t-1| over all pixels, over pixels whose L moved less than `still`) of RGB uint8 frames, in Lab units."""
+    lab = [data.rgb_to_lab(torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255)[0] for f in frames]
+    moves = [(b[1:] - a[1:]).abs().mean(0) for a, b in zip(lab, lab[1:])]
+    still_px = [(b[0] - a[0]).abs() < still for a, b in zip(lab, lab[1:])]
+    everywhere = torch.stack(moves).mean().item()
+    where_still = torch.cat([m[s] for m, s in zip(moves, still_px)])
+    return everywhere, where_still.mean().item() if len(where_still) else float("nan")
+
+
+def read_frames(path: Path) -> tuple[list[np.ndarray], Fraction, list]:
+    """Every frame of a video as RGB uint8, its time base and its frames' timestamps (for tests and bench)."""
+    import av
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        frames = [(f.to_ndarray(format="rgb24"), f.pts) for f in c.decode(s)]
+        return [f for f, _ in frames], s.time_base, [p for _, p in frames]
