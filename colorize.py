@@ -87,7 +87,7 @@ jobs = jobs[rank::world]  # each process its own files (checked below): none wri
 existing = [dst for _, dst in jobs if dst.exists()]
 if existing and not overwrite:
     if not skip_existing:
-        fail(f"{existing[0]}{f' and {len(existing) - 1} more outputs' if len(existing) > 1 else ''} already exist: "
+        fail(f"{existing[0]}{f' and {len(existing) - 1} more outputs already exist' if len(existing) > 1 else ' already exists'}: "
              "--skip_existing=True does the rest, --overwrite=True replaces them")
     jobs = [(src, dst) for src, dst in jobs if not dst.exists()]
     print(f"colorize.py: {len(existing)} outputs exist, {len(jobs)} to do", file=sys.stderr)
@@ -106,7 +106,8 @@ with tqdm(total=len(photos), disable=len(photos) < 2, unit="img", dynamic_ncols=
     for src, dst, error in media.colorize_files(G, photos, size, temperature, batch_size, workers, max_pixels):
         if error:
             failed.append(error)
-            bar.write(f"colorize.py: skipped {error}", file=sys.stderr)
+            if len(jobs) > 1:  # one file's error is the closing line below
+                bar.write(f"colorize.py: skipped {error}", file=sys.stderr)
         bar.update()
 for src, dst in videos:
     try:
