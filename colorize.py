@@ -89,7 +89,8 @@ if existing and not overwrite:
     if not skip_existing:
         fail(f"{existing[0]}{f' and {len(existing) - 1} more outputs already exist' if len(existing) > 1 else ' already exists'}: "
              "--skip_existing=True does the rest, --overwrite=True replaces them")
-    jobs = [(src, dst) for src, dst in jobs if not dst.exists()]
+    done = set(existing)
+    jobs = [(src, dst) for src, dst in jobs if dst not in done]
     print(f"colorize.py: {len(existing)} outputs exist, {len(jobs)} to do", file=sys.stderr)
 for note in notes:
     print(f"colorize.py: {note}", file=sys.stderr)
@@ -115,7 +116,8 @@ for src, dst in videos:
                              crf=crf, codec=codec, progress=len(jobs) > 1 or sys.stderr.isatty())
     except video.VideoError as e:
         failed.append(str(e))
-        print(f"colorize.py: {'' if len(jobs) == 1 else 'skipped '}{e}", file=sys.stderr)
+        if len(jobs) > 1:  # one file's error is the closing line below
+            print(f"colorize.py: skipped {e}", file=sys.stderr)
 if failed:
     fail(failed[0] if len(jobs) == 1 else f"{len(failed)} of {len(jobs)} files failed (named above); the rest are written")
 if __name__ == "__main__":

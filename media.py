@@ -22,6 +22,7 @@ import video
 
 SAVE_FORMATS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}  # photo outputs PIL writes
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif"}  # --format for folders
+OUTPUT_SUFFIXES = SAVE_FORMATS | video.VIDEO_SUFFIXES  # what a single output's name may end in
 ALPHA_FORMATS = {".png", ".webp", ".tif", ".tiff"}
 SAVE_OPTIONS = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"quality": 95}}
 
@@ -55,10 +56,9 @@ def plan(paths: list[str], fmt: str = "") -> tuple[list[tuple[Path, Path]], list
     if len(paths) < 2:
         raise PlanError("usage: python colorize.py IN [IN ...] OUT  (see --help)")
     *inputs, out = map(Path, paths)
-    file_suffixes = SAVE_FORMATS | video.VIDEO_SUFFIXES
     if len(inputs) == 1 and not inputs[0].is_dir() and not out.is_dir() and out.suffix:
-        if out.suffix.lower() not in file_suffixes:
-            raise PlanError(f"{out}: unknown output format (use one of {', '.join(sorted(file_suffixes))})")
+        if out.suffix.lower() not in OUTPUT_SUFFIXES:
+            raise PlanError(f"{out}: unknown output format (use one of {', '.join(sorted(OUTPUT_SUFFIXES))})")
         wanted = [(inputs[0], out)]
     else:
         wanted = _mirrored(inputs, out, fmt)
@@ -70,8 +70,7 @@ def plan(paths: list[str], fmt: str = "") -> tuple[list[tuple[Path, Path]], list
 
 def _mirrored(inputs: list[Path], out: Path, fmt: str) -> list[tuple[Path, Path]]:
     """Every photo and video under the inputs, at its relative path under out."""
-    file_suffixes = SAVE_FORMATS | video.VIDEO_SUFFIXES
-    if out.suffix.lower() in file_suffixes and not out.is_dir():
+    if out.suffix.lower() in OUTPUT_SUFFIXES and not out.is_dir():
         raise PlanError(f"{out}: several inputs need an output folder, not a file name")
     wanted: list[tuple[Path, Path]] = []
     for p in inputs:

@@ -197,10 +197,11 @@ def _run(G, inp, in_v, out, out_v, copies: dict, size: int, temperature: float, 
                 continue
             if kind == "frame":
                 batch.append(("frame", thing))
-            if batch and (kind == "end" or sum(k == "frame" for k, _ in batch) == batch_size):
+            in_batch = sum(k == "frame" for k, _ in batch)
+            if batch and (kind == "end" or in_batch == batch_size):
                 state = _colorize_batch(G, batch, size, temperature, temporal, state, painted)
-                frames += sum(k == "frame" for k, _ in batch)
-                bar.update(sum(k == "frame" for k, _ in batch))
+                frames += in_batch
+                bar.update(in_batch)
                 batch = []
             if kind == "end":
                 error = thing
