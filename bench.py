@@ -2,7 +2,7 @@
 
 1. data: training loader images/s (decode, augment, Lab on the device) vs per-image PIL + skimage.rgb2lab
 2. train: GAN step images/s (G, D, VGG perceptual) across precision, channels_last, torch.compile; MFU on CUDA
-3. eval: batched metrics images/s vs per-image scikit-image
+3. eval: batched metrics images/s vs per-image scikit-image; FID features, LPIPS and the Frechet distance
 4. inference: colorize.py on a 12-megapixel photo vs the release pipeline (whole processes, alternating)
 5. folder: colorize.py's pipelined folder job (media.colorize_files) vs a one-at-a-time loop, and each stage's cost
 6. video: a 640x360 clip through video.colorize_video vs a one-frame-at-a-time loop over the photo path
@@ -24,10 +24,11 @@ from PIL import Image
 import configurator
 import losses
 import media
+import metrics
 import models
 import training
 import video
-from data import ImageDataset, load_image, uint8_to_lab
+from data import ImageDataset, lab_to_rgb, load_image, uint8_to_lab
 
 # -----------------------------------------------------------------------------
 device = "auto"  # auto, cpu or cuda
@@ -228,6 +229,27 @@ def bench_eval() -> None:
     with torch.no_grad():
         report("eval", "batched torch metrics", n_eval / median_time(batched_metrics, 3), "img/s")
     report("eval", "per-image scikit-image", n_eval / median_time(skimage_metrics, 1 if quick else 3), "img/s")
+
+    # the learned metrics evaluate.py adds, with seeded random weights (the same compute as the downloaded ones)
+    rgb_true, rgb_pred = (lab_to_rgb(torch.cat([L, x], 1)) for x in (ab, pred_ab))
+    nets = metrics.fid_networks("both", "random", device)
+    stats = metrics.fid_statistics(nets, 1, device)
+    lpips_net = metrics.lpips_network("alex", "random", device)
+
+    def fid_features():
+        for i in range(0, n_eval, 32):
+            metrics.update_fid(nets, stats, rgb_true[i:i + 32], [rgb_pred[i:i + 32]])
+
+    def lpips_all():
+        for i in range(0, n_eval, 32):
+            metrics.lpips(lpips_net, rgb_pred[i:i + 32], rgb_true[i:i + 32])
+
+    report("eval", "FID features: both Inceptions, truth + 1 model", n_eval / median_time(fid_features, 1), "img/s")
+    report("eval", "LPIPS (alex)", n_eval / median_time(lpips_all, 3), "img/s")
+    def frechet():
+        metrics.compute_fid({"fid": stats["fid"]})
+
+    report("eval", "Frechet distance, 2048-d, one model", median_time(frechet, 1, warmup=0), "s")  # once: torchmetrics caches it
 
 
 # ----------------------------------------------------------------------------- 4. inference on 12 MP

@@ -192,8 +192,16 @@ def _to_srgb(img: Image.Image) -> Image.Image:
     return out
 
 
-def resize_square(img: Image.Image, size: int) -> Image.Image:
-    """Bicubic resize (stretch) to size x size, as the release and the evaluation protocol do."""
+RESIZE_MODES = ("stretch", "center_crop")
+
+
+def resize_square(img: Image.Image, size: int, mode: str = "stretch") -> Image.Image:
+    """Bicubic resize to size x size: the whole image stretched (the release's and the seeds' protocol) or its central
+    square cropped first (center_crop)."""
+    if mode == "center_crop":
+        w, h = img.size
+        side = min(w, h)
+        img = img.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
     return img.resize((size, size), Image.BICUBIC)
 
 
@@ -251,8 +259,11 @@ def png_bytes(img: Image.Image, level: int = 3, chunks: list[tuple[bytes, bytes]
 class ImageDataset(torch.utils.data.Dataset):
     """Images from a folder or a Hugging Face dataset as (uint8 (3,S,S), label) pairs."""
 
-    def __init__(self, items, classes: list[str], image_size: int, train: bool, seed: int = 0):
+    def __init__(self, items, classes: list[str], image_size: int, train: bool, seed: int = 0, resize: str = "stretch",
+                 split: str | None = None):
         self.items, self.classes, self.image_size, self.train, self.seed = items, classes, image_size, train, seed
+        self.resize = resize  # validation: stretch or center_crop
+        self.split = split  # the split these items are (None: a source without splits, all of it)
         self.epoch = 0  # set by the training loop: augmentation depends on (seed, epoch, index) only
 
     def __len__(self) -> int:
@@ -276,7 +287,7 @@ class ImageDataset(torch.utils.data.Dataset):
             if rng.random() < 0.5:
                 img = img.transpose(Image.FLIP_LEFT_RIGHT)
         else:
-            img = resize_square(img, self.image_size)
+            img = resize_square(img, self.image_size, self.resize)
         return to_uint8_tensor(img), label
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
@@ -365,12 +376,12 @@ def _split_items(spec: str, split: str) -> tuple[object, list[str], bool]:
     raise DataError(f"{spec}: no such file or folder (a Hugging Face dataset is named OWNER/NAME)")
 
 
-def make_dataset(spec: str, split: str, image_size: int, train: bool, seed: int = 0) -> ImageDataset:
+def make_dataset(spec: str, split: str, image_size: int, train: bool, seed: int = 0, resize: str = "stretch") -> ImageDataset:
     """The split of --dataset: an image folder (all of it when it has no such subfolder), local HF data or a Hub name."""
-    items, classes, _ = _split_items(spec, split)
+    items, classes, has_split = _split_items(spec, split)
     if len(items) == 0:
         raise DataError(f"{spec}: split '{split}' is empty")
-    return ImageDataset(items, classes, image_size, train, seed)
+    return ImageDataset(items, classes, image_size, train, seed, resize, split if has_split else None)
 
 
 def train_val_datasets(spec: str, image_size: int, seed: int = 0) -> tuple[ImageDataset, ImageDataset, str]:

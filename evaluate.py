@@ -1,12 +1,14 @@
 """Evaluate colorizers side by side: python evaluate.py --ckpt=eccv16 --ckpt=runs/gan/ckpt.pt
 
-Every model sees the same images in the same run. Protocol (also written into --out):
-each image -> uint8 RGB -> PIL bicubic resize (stretch) to image_size -> ground truth in [0,1];
-L, ab from rgb_to_lab; prediction = lab_to_rgb(L, model(L)) clipped to [0,1]. Metrics are per image,
-then averaged: l1_ab, mse_ab (Lab units), auc (share of pixels with ab error <= t, t = 0..150, area / 150),
-psnr (RGB, data range 1; identical images count 100 dB), ssim (skimage's defaults), perceptual
-(L1 of VGG19 relu4_3 features), colorfulness (Hasler & Suesstrunk) and delta_cf = |mean colorfulness of
-predictions - mean colorfulness of ground truths|.
+Every model sees the same images in the same run; `accelerate launch evaluate.py ...` shares them among processes
+and gathers every metric (the numbers of one process). Protocol (also written into --out): each image -> uint8 RGB
+-> PIL bicubic resize to image_size (--resize=stretch, or center_crop: the central square) -> ground truth in [0,1];
+L, ab from rgb_to_lab; prediction = lab_to_rgb(L, model(L)) clipped to [0,1]. Per image, then averaged: l1_ab,
+mse_ab (Lab units), auc (share of pixels with ab error <= t, t = 0..150, area / 150), psnr (RGB, data range 1;
+identical images count 100 dB), ssim (skimage's defaults), perceptual (L1 of VGG19 relu4_3 features), lpips,
+colorfulness (Hasler & Suesstrunk); over the set: delta_cf = |mean colorfulness of predictions - of ground truths|,
+fid (the standard TF-Inception FID) and fid_paired_tv (DDColor's: torchvision's Inception), both of the predictions
+against the ground truths of the same images. See metrics.PROTOCOL.
 """
 
 import json
@@ -19,27 +21,36 @@ from tqdm import tqdm
 
 import configurator
 import losses
+import media
+import metrics
 import models
-from data import DEFAULT_DATA, DataError, colorization_grid, make_dataset, uint8_to_lab
+from data import DEFAULT_DATA, RESIZE_MODES, DataError, colorization_grid, lab_to_rgb, make_dataset, uint8_to_lab
 
 # -----------------------------------------------------------------------------
-ckpt = ["eccv16"]  # models to compare, one column each (repeat --ckpt=...): eccv16, release weights, a ckpt.pt
+ckpt = ["eccv16"]  # models to compare, one column each (repeat --ckpt=...): eccv16, weights, a ckpt.pt, a folder, hf:OWNER/NAME
 dataset = DEFAULT_DATA  # HF dataset OWNER/NAME, local HF dataset / parquet, or an image folder
-split = "validation"  # dataset split (folders: the train/ or validation/ subfolder when there is one)
+split = "validation"  # dataset split (folders: the train/ or validation/ subfolder when there is one, else all of it)
 max_images = 0  # evaluate the first N images only (0 = all)
 image_size = 256  # evaluation resolution
+resize = "stretch"  # stretch (the seeds' and DDColor's ImageNet protocol) or center_crop (central square, then resize)
 batch_size = 32
 num_workers = 4  # DataLoader workers decoding images
 temperature = 1.0  # annealed-mean temperature for every model (1 = the release's mean)
 vgg_weights = "imagenet"  # perceptual metric: imagenet, random, none, or a vgg19 .pth
+fid = "both"  # none, standard (TF-Inception, as pytorch-fid / clean-fid), tv (DDColor's torchvision Inception) or both
+fid_weights = "default"  # default (downloaded once), random (seeded, offline smoke tests) or a file (one flavour)
+lpips_weights = "default"  # default (ImageNet backbone), random (seeded), none (no LPIPS) or a torchvision backbone file
+lpips_net = "alex"  # LPIPS backbone: alex (LPIPS's own default) or vgg (CT2's)
 device = "auto"  # auto, cpu or cuda
 out = ""  # write the results as JSON here
 grid = ""  # write a comparison figure (gray | each model | ground truth) here
 grid_images = 6  # rows of the figure
-per_class = False  # also report every metric per class
+save_outputs = ""  # write every prediction (and ground truth) as PNG under this new folder, one subfolder per model
+per_class = False  # also report every per-image metric per class
 # -----------------------------------------------------------------------------
 config, _ = configurator.configure(globals())
-METRICS = ["l1_ab", "mse_ab", "auc", "psnr", "ssim", "perceptual", "colorfulness", "delta_cf"]
+PER_IMAGE = ["l1_ab", "mse_ab", "auc", "psnr", "ssim", "perceptual", "lpips", "colorfulness"]
+METRICS = PER_IMAGE + ["delta_cf"] + metrics.FID_FLAVOURS["both"]
 
 
 def fail(message: str) -> None:
@@ -47,9 +58,19 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
+def column_labels(specs: list[str]) -> list[str]:
+    """Distinct short names: each path's last parts, as few as tell them apart (finetune/ckpt.pt, gan/ckpt.pt)."""
+    parts = [(s,) if s.startswith("hf:") or "/" not in s else Path(s).parts for s in specs]
+    for k in range(1, max(map(len, parts)) + 1):
+        names = ["/".join(p[-k:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [f"{name}#{specs[:i].count(s) + 1}" if specs.count(s) > 1 else name for i, (s, name) in enumerate(zip(specs, names))]
+
+
 def summarize(per_image: dict[str, torch.Tensor], mask: torch.Tensor) -> dict:
-    """Mean of each metric over the images in mask, plus delta_cf and the image count."""
-    row = {k: per_image[k][mask].double().mean().item() if k in per_image else None for k in METRICS[:-1]}
+    """Mean of each per-image metric over the images in mask, plus delta_cf and the image count."""
+    row = {k: per_image[k][mask].double().mean().item() if k in per_image else None for k in PER_IMAGE}
     row["delta_cf"] = abs(row["colorfulness"] - per_image["colorfulness_true"][mask].double().mean().item())
     return {"n_images": int(mask.sum()), **row}
 
@@ -66,63 +87,157 @@ def figure(grid: torch.Tensor, labels: list[str]) -> Image.Image:
     return fig
 
 
-device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+def png(rgb: torch.Tensor, path: Path) -> None:
+    """An RGB image in [0,1] (3,H,W) as an 8-bit PNG, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    media.save(Image.fromarray((rgb * 255).round().byte().permute(1, 2, 0).cpu().numpy()), path)
+
+
+# every refusal before anything heavy loads
+checks = {"resize": (resize, RESIZE_MODES), "fid": (fid, tuple(metrics.FID_FLAVOURS)), "lpips_net": (lpips_net, tuple(metrics.LPIPS_NETS)),
+          "device": (device, ("auto", "cpu", "cuda"))}
+for key, (value, options) in checks.items():
+    if value not in options:
+        fail(f"--{key} must be {', '.join(options[:-1])} or {options[-1]}, not {value!r}")
+for key, value in (("image_size", image_size), ("batch_size", batch_size)):
+    if value <= 0 or (key == "image_size" and value % 8):
+        fail(f"--{key} must be positive{' and a multiple of 8' if key == 'image_size' else ''}, not {value}")
+if not 0 < temperature <= 1:
+    fail(f"--temperature must be in (0, 1], not {temperature}")
+if device == "cuda" and not torch.cuda.is_available():
+    fail("--device=cuda but no CUDA GPU is visible (use --device=cpu)")
 try:
-    images = make_dataset(dataset, split, image_size, train=False)
+    if fid != "none":
+        metrics.check_weights("fid_weights", fid_weights)
+    if lpips_weights != "none":
+        metrics.check_weights("lpips_weights", lpips_weights)
+except metrics.MetricError as e:
+    fail(str(e))
+if fid == "both" and fid_weights not in ("default", "random"):
+    fail("--fid_weights=PATH fits one network: use it with --fid=standard or --fid=tv")
+if save_outputs and Path(save_outputs).exists() and any(Path(save_outputs).iterdir()):
+    fail(f"--save_outputs={save_outputs}: the folder exists and is not empty (give a new one: nothing is overwritten)")
+labels = column_labels(ckpt)
+
+from accelerate import Accelerator  # heavy: after the refusals
+from accelerate.utils import gather_object
+
+accelerator = Accelerator(cpu=device == "cpu")
+device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+try:
+    images = make_dataset(dataset, split, image_size, train=False, resize=resize)
     generators = [models.load_generator(spec, device) for spec in ckpt]
     vgg = None if vgg_weights == "none" else losses.VGGFeatures(vgg_weights).to(device)
-except (DataError, models.ModelError, losses.VGGError) as e:
+    fid_nets = metrics.fid_networks(fid, fid_weights, device)
+    lpips_net_ = None if lpips_weights == "none" else metrics.lpips_network(lpips_net, lpips_weights, device)
+except (DataError, models.ModelError, losses.VGGError, metrics.MetricError) as e:
     fail(str(e))
-if max_images:
-    images = torch.utils.data.Subset(images, range(min(max_images, len(images))))
-loader = torch.utils.data.DataLoader(images, batch_size, num_workers=num_workers, pin_memory=device == "cuda")
+fid_stats = metrics.fid_statistics(fid_nets, len(generators), device)
+n_total = min(max_images, len(images)) if max_images else len(images)
+mine = list(range(rank, n_total, world))  # this process's images; every metric is gathered below
+loader = torch.utils.data.DataLoader(torch.utils.data.Subset(images, mine), batch_size, num_workers=num_workers,
+                                     pin_memory=device.type == "cuda")
+names: dict[int, Path] = {}
+if save_outputs:  # an input's path below --dataset (HF data: its index), as .png, made distinct as colorize.py does
+    files = [(Path(item[0]), Path(item[0]).relative_to(dataset).with_suffix(".png")) for item in images.items[:n_total]] \
+        if images.items and isinstance(images.items[0], tuple) else []
+    names = {i: dst for i, (_, dst) in enumerate(media.distinct(files)[0])} if files else {i: Path(f"{i:06d}.png") for i in mine}
+out_dirs = [Path(save_outputs) / name.replace("/", "_") for name in ["ground_truth", *labels]]
 
 results = [{} for _ in generators]  # per model: metric -> list of (N,) tensors
-labels, shown, skipped = [], [], []  # shown: (L, ab, [pred per model]) of the figure's images
+indices, classes_seen, skipped, position = [], [], [], 0
 with torch.no_grad():
-    for rgb, label, bad in tqdm(loader, unit="batch", desc="evaluate", file=sys.stderr):
+    for rgb, label, bad in tqdm(loader, unit="batch", desc="evaluate", file=sys.stderr, disable=not accelerator.is_main_process):
         for name in filter(None, bad):  # a photo that cannot be decoded is named and left out of every metric
             tqdm.write(f"evaluate.py: skipped {name}", file=sys.stderr)
         keep = torch.tensor([not b for b in bad])
+        index = torch.tensor(mine[position:position + len(bad)])[keep]
+        position += len(bad)
         skipped += [b for b in bad if b]
         if not keep.any():
             continue
-        L, ab = uint8_to_lab(rgb[keep].to(device, non_blocking=True))
-        labels.append(label[keep])
-        preds = []
+        rgb = rgb[keep].to(device, non_blocking=True)
+        L, ab = uint8_to_lab(rgb)
+        indices.append(index)
+        classes_seen.append(label[keep])
+        truth, preds = rgb.float() / 255, []
         for G, acc in zip(generators, results):
-            preds.append(G(L, temperature))
-            for k, v in losses.image_metrics(L, ab, preds[-1], vgg).items():
+            pred_ab = G(L, temperature)
+            preds.append(lab_to_rgb(torch.cat([L, pred_ab.float()], 1)))
+            for k, v in losses.image_metrics(L, ab, pred_ab, vgg).items():
                 acc.setdefault(k, []).append(v.cpu())
-        k = grid_images - sum(len(x[0]) for x in shown)
-        if k > 0:
-            shown.append((L[:k], ab[:k], [p[:k] for p in preds]))
-if not labels:
-    fail(f"{dataset}: none of the {len(images)} images could be decoded")
+            if lpips_net_ is not None:
+                acc.setdefault("lpips", []).append(metrics.lpips(lpips_net_, preds[-1], truth).cpu())
+        metrics.update_fid(fid_nets, fid_stats, truth, preds)
+        for j, i in enumerate(index.tolist()):
+            for folder, image in zip(out_dirs if save_outputs else [], [truth, *preds]):
+                png(image[j], folder / names[i])
 
-per_image = [{k: torch.cat(v) for k, v in acc.items()} for acc in results]
-labels = torch.cat(labels)
-everything = torch.ones_like(labels, dtype=torch.bool)
-rows = [{"ckpt": spec, **summarize(m, everything)} for spec, m in zip(ckpt, per_image)]
-classes = getattr(images, "classes", None) or getattr(getattr(images, "dataset", None), "classes", [])
+# gather: every process's per-image rows, put back in dataset order
+mine_rows = {"index": torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long),
+             "label": torch.cat(classes_seen) if classes_seen else torch.zeros(0, dtype=torch.long),
+             "skipped": skipped, "models": [{k: torch.cat(v) for k, v in acc.items()} for acc in results]}
+everyone = gather_object([mine_rows])
+order = torch.cat([r["index"] for r in everyone]).argsort()
+skipped = [name for r in everyone for name in r["skipped"]]
+n_used = len(order)
+
+
+def joined(m: int) -> dict[str, torch.Tensor]:
+    """Model m's per-image metrics from every process that had images, in dataset order."""
+    parts = [r["models"][m] for r in everyone if r["models"][m]]
+    return {k: torch.cat([p[k] for p in parts])[order] for k in parts[0]}
+
+
+per_image = [joined(m) for m in range(len(generators))] if n_used else []
+fids = metrics.compute_fid(fid_stats, accelerator.is_main_process) if n_used >= 2 else {}  # every process takes part
+if not accelerator.is_main_process:
+    sys.exit(0)
+if not n_used:
+    fail(f"{dataset}: none of the {n_total} images could be decoded")
+
+classes_used = torch.cat([r["label"] for r in everyone])[order]
+everything = torch.ones_like(classes_used, dtype=torch.bool)
+rows = [{"ckpt": spec, "label": name, **summarize(m, everything), **{k: v[j] for k, v in fids.items()}}
+        for j, (spec, name, m) in enumerate(zip(ckpt, labels, per_image))]
+classes = images.classes
 if per_class:
-    for spec, row, m in zip(ckpt, rows, per_image):
-        row["per_class"] = {(classes[c] if 0 <= c < len(classes) else str(c)) or "(root)": summarize(m, labels == c)
-                            for c in labels.unique().tolist()}
+    for row, m in zip(rows, per_image):
+        row["per_class"] = {(classes[c] if 0 <= c < len(classes) else str(c)) or "(root)": summarize(m, classes_used == c)
+                            for c in classes_used.unique().tolist()}
+if fid != "none" and n_used < metrics.FID_UNBIASED_FROM:
+    print(f"evaluate.py: FID over {n_used} images is biased upward (below {metrics.FID_UNBIASED_FROM:,}, the features' "
+          "dimension): compare only FIDs over the same images", file=sys.stderr)
 
-width = max(12, *(len(Path(s).name) for s in ckpt))
-print(f"\n{len(labels)} images, {dataset} [{split}], {image_size}x{image_size}" + (f"; {len(skipped)} skipped" if skipped else ""))
-print(f"{'metric':<14}" + "".join(f"{Path(s).name[-width:]:>{width + 2}}" for s in ckpt))
+split_read = f"[{images.split}]" if images.split else f"[all of it: no '{split}' split]"
+width = max(12, *map(len, labels))
+print(f"\n{n_used} images, {dataset} {split_read}, {image_size}x{image_size} ({resize})"
+      + (f"; {len(skipped)} skipped" if skipped else "") + (f"; {world} processes" if world > 1 else ""))
+print(f"{'metric':<14}" + "".join(f"{name[-width:]:>{width + 2}}" for name in labels))
 for k in ["n_images"] + METRICS:
-    print(f"{k:<14}" + "".join(f"{'-' if r[k] is None else format(r[k], '.4f' if k != 'n_images' else 'd'):>{width + 2}}" for r in rows))
+    if any(r.get(k) is not None for r in rows):
+        print(f"{k:<14}" + "".join(f"{format(r[k], '.4f' if k != 'n_images' else 'd'):>{width + 2}}" for r in rows))
 if out:
-    protocol = {"dataset": dataset, "skipped": skipped, "split": split, "image_size": image_size, "resize": "PIL bicubic, stretched",
+    protocol = {"dataset": dataset, "split": images.split, "n_images": n_used, "skipped": skipped, "processes": world,
+                "image_size": image_size, "resize": f"PIL bicubic, {'stretched' if resize == 'stretch' else 'central square'} ({resize})",
                 "temperature": temperature, "auc_thresholds": "0..150 step 1", "psnr_identical_db": 100.0,
                 "ssim": "skimage defaults (7x7 uniform, sample covariance), channel mean, data_range 1",
                 "perceptual": None if vgg_weights == "none" else f"L1 of VGG19 relu4_3 features ({vgg_weights})",
+                "lpips": None if lpips_net_ is None else {"backbone": lpips_net, "weights": lpips_weights, "method": metrics.PROTOCOL["lpips"]},
+                **{k: {"weights": fid_weights, "method": metrics.PROTOCOL[k]} for k in fids},
                 "colorfulness": "Hasler & Suesstrunk 2003 on 0-255 RGB"}
     Path(out).write_text(json.dumps({"models": rows, "protocol": protocol}, indent=1))
 if grid:
-    L, ab = torch.cat([x[0] for x in shown]), torch.cat([x[1] for x in shown])
-    preds = [torch.cat([x[2][m] for x in shown]) for m in range(len(ckpt))]
-    figure(colorization_grid(L, preds, ab), ["gray input", *[Path(s).name for s in ckpt], "ground truth"]).save(grid)
+    shown = []  # the first grid_images images that decode, the same however many processes ran
+    for i in range(n_total):
+        if len(shown) == grid_images:
+            break
+        rgb, _, bad = images[i]
+        shown += [] if bad else [rgb]
+    L, ab = uint8_to_lab(torch.stack(shown).to(device))
+    with torch.no_grad():
+        preds = [G(L, temperature) for G in generators]
+    figure(colorization_grid(L, preds, ab), ["gray input", *labels, "ground truth"]).save(grid)
+if save_outputs:
+    print(f"evaluate.py: {n_used} predictions per model and the ground truths in {save_outputs}/"
+          f"{{{','.join(d.name for d in out_dirs)}}}", file=sys.stderr)

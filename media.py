@@ -65,7 +65,7 @@ def plan(paths: list[str], fmt: str = "") -> tuple[list[tuple[Path, Path]], list
     for src, dst in wanted:
         if dst.exists() and src.resolve() == dst.resolve():
             raise PlanError(f"{dst}: refusing to overwrite the input")
-    return _distinct(wanted)
+    return distinct(wanted)
 
 
 def _mirrored(inputs: list[Path], out: Path, fmt: str) -> list[tuple[Path, Path]]:
@@ -84,7 +84,7 @@ def _mirrored(inputs: list[Path], out: Path, fmt: str) -> list[tuple[Path, Path]
     return wanted
 
 
-def _distinct(wanted: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], list[str]]:
+def distinct(wanted: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], list[str]]:
     """The outputs made distinct (case-insensitively), with a note for each renamed one."""
     # the unrenamed first, then in input order: who keeps a contested name never depends on the file system
     order = sorted(range(len(wanted)), key=lambda i: (wanted[i][0].suffix.lower() != wanted[i][1].suffix.lower(), i))

@@ -53,13 +53,14 @@ def release_weights(tmp_path_factory) -> str:
 
 @pytest.fixture
 def script(monkeypatch, capsys):
-    """run(name, *args) -> (exit code, stderr): the script run in this process, as `python name args` would
+    """run(name, *args) -> (exit code, stderr), run.stdout: the script run in this process, as `python name args` would
     (run_name is not __main__, so that a script's os._exit fast path is not taken inside pytest)."""
     from accelerate.state import AcceleratorState
 
     monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
 
     def run(name: str, *args: str) -> tuple[int, str]:
+        """(exit code, stderr); run.stdout holds what the script printed."""
         AcceleratorState._reset_state(True)
         monkeypatch.setattr(sys, "argv", [name, *args])
         try:
@@ -67,7 +68,8 @@ def script(monkeypatch, capsys):
             code = 0
         except SystemExit as e:
             code = e.code
-        err = capsys.readouterr().err
+        captured = capsys.readouterr()
+        err, run.stdout = captured.err, captured.out
         if isinstance(code, str):  # SystemExit("message"): Python prints it and exits 1
             code, err = 1, err + code + "\n"
         return code, err

@@ -211,3 +211,12 @@ def test_bad_data_paths_are_one_line_errors(tmp_path, monkeypatch):
         data.make_dataset(str(tmp_path / "nothing"), "train", 16, train=True)
     with pytest.raises(data.DataError, match="cannot load"):
         data.make_dataset("nobody/no-such-dataset", "train", 16, train=True)
+
+
+def test_center_crop_is_the_central_square_resized():
+    img = Image.fromarray(synthetic_rgb(3, 40, 70))
+    want = img.crop((15, 0, 55, 40)).resize((16, 16), Image.BICUBIC)
+    assert np.array_equal(np.asarray(data.resize_square(img, 16, "center_crop")), np.asarray(want))
+    tall = img.transpose(Image.Transpose.ROTATE_90)  # 40 wide, 70 high
+    assert np.array_equal(np.asarray(data.resize_square(tall, 16, "center_crop")),
+                          np.asarray(tall.crop((0, 15, 40, 55)).resize((16, 16), Image.BICUBIC)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,41 +44,87 @@ def reference(spec: str, files: list[Path], size: int) -> dict[str, float]:
     return {**m, "colorfulness": m["cf"], "delta_cf": abs(m["cf"] - m["cf_true"])}
 
 
-def test_two_models_side_by_side_match_scikit_image(tmp_path, release_weights):
+def test_two_models_side_by_side_match_scikit_image_on_one_process_or_two(tmp_path, release_weights, script):
     gray = {k: v.clone() for k, v in torch.load(release_weights, weights_only=True).items()}
     gray["model_out.weight"].zero_()  # predicts ab = 0: a gray colorizer
-    torch.save(gray, tmp_path / "gray.pth")
+    for run, state in (("finetune", gray), ("gan", torch.load(release_weights, weights_only=True))):
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        torch.save(state, tmp_path / "runs" / run / "ckpt.pt")  # two ckpt.pt: the columns still need two names
     (tmp_path / "photos" / "a").mkdir(parents=True)
     (tmp_path / "photos" / "b").mkdir()
     for i in range(5):
         Image.fromarray(synthetic_rgb(i, 70, 90)).save(tmp_path / "photos" / ("a" if i < 3 else "b") / f"{i}.jpg")
-    specs = [str(tmp_path / "gray.pth"), release_weights]
-    p = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *[f"--ckpt={s}" for s in specs], f"--dataset={tmp_path / 'photos'}",
-                        "--image_size=64", "--batch_size=2", "--num_workers=0", "--vgg_weights=random", "--per_class",
-                        f"--out={tmp_path / 'r.json'}", f"--grid={tmp_path / 'grid.png'}", "--grid_images=3"],
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
-    assert "psnr" in p.stdout and "gray.pth" in p.stdout
-    rows = json.loads((tmp_path / "r.json").read_text())["models"]
+    specs = [str(tmp_path / "runs" / run / "ckpt.pt") for run in ("finetune", "gan")]
+    common = [f"--dataset={tmp_path / 'photos'}", "--image_size=64", "--num_workers=0", "--vgg_weights=random", "--per_class",
+              "--fid=tv", "--fid_weights=random", "--lpips_weights=random"]
+    code, err = script("evaluate.py", *[f"--ckpt={s}" for s in specs], *common, "--batch_size=2", f"--out={tmp_path / 'r.json'}",
+                       f"--grid={tmp_path / 'grid.png'}", "--grid_images=3", f"--save_outputs={tmp_path / 'saved'}")
+    assert code == 0, err
+    stdout = script.stdout
+    assert "finetune/ckpt.pt" in stdout and "gan/ckpt.pt" in stdout and "[all of it: no 'validation' split]" in stdout
+    assert "FID over 5 images is biased" in err
+    result = json.loads((tmp_path / "r.json").read_text())
+    rows, protocol = result["models"], result["protocol"]
     files = sorted((tmp_path / "photos").rglob("*.jpg"))
-    for spec, row in zip(specs, rows):
+    for spec, row, label in zip(specs, rows, ["finetune/ckpt.pt", "gan/ckpt.pt"]):
         ref = reference(spec, files, 64)
-        assert row["n_images"] == 5 and row["ckpt"] == spec
+        assert row["n_images"] == 5 and row["ckpt"] == spec and row["label"] == label
         assert row["psnr"] == pytest.approx(ref["psnr"], abs=0.05)
         assert row["ssim"] == pytest.approx(ref["ssim"], abs=0.003)
         assert row["auc"] == pytest.approx(ref["auc"], abs=0.003)
         assert row["l1_ab"] == pytest.approx(ref["l1_ab"], abs=0.1)
         assert row["colorfulness"] == pytest.approx(ref["colorfulness"], abs=0.3)
         assert row["delta_cf"] == pytest.approx(ref["delta_cf"], abs=0.3)
-        assert row["perceptual"] > 0 and set(row["per_class"]) == {"a", "b"}
-        assert row["per_class"]["b"]["n_images"] == 2
+        assert row["perceptual"] > 0 and row["lpips"] > 0 and row["fid_paired_tv"] > 0 and "fid" not in row
+        assert set(row["per_class"]) == {"a", "b"} and row["per_class"]["b"]["n_images"] == 2 and "lpips" in row["per_class"]["b"]
+        for f in files:  # every prediction and ground truth as PNG, under the input's name
+            truth = np.asarray(Image.open(tmp_path / "saved" / "ground_truth" / f.relative_to(tmp_path / "photos").with_suffix(".png")))
+            assert np.array_equal(truth, np.asarray(Image.open(f).convert("RGB").resize((64, 64), Image.BICUBIC)))
+            assert (tmp_path / "saved" / label.replace("/", "_") / f.relative_to(tmp_path / "photos").with_suffix(".png")).is_file()
     assert rows[0]["colorfulness"] < 0.5 < rows[0]["delta_cf"]  # the gray model is gray
+    assert protocol["resize"].endswith("(stretch)") and protocol["fid_paired_tv"]["weights"] == "random"
+    assert protocol["lpips"]["backbone"] == "alex" and protocol["split"] is None and protocol["n_images"] == 5
     assert Image.open(tmp_path / "grid.png").size == (4 * 64, 24 + 3 * 64)
 
+    # the second model again, under accelerate launch with two processes and another batch size: the same numbers
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes=2", "--num_machines=1", "--mixed_precision=no",
+                "--dynamo_backend=no", "--multi_gpu"]
+    p = subprocess.run(launcher + [str(ROOT / "evaluate.py"), f"--ckpt={specs[1]}", *common, "--batch_size=3", f"--out={tmp_path / 'two.json'}"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT,
+                       env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "2 processes" in p.stdout and p.stdout.count("n_images") == 1  # one table, from the main process
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert two["protocol"]["processes"] == 2 and two["protocol"]["n_images"] == 5
+    def flat(row: dict, prefix: str = "") -> dict:
+        return {k: v for key, value in row.items() if key not in ("label", "ckpt")
+                for k, v in (flat(value, f"{key}.").items() if isinstance(value, dict) else [(prefix + key, value)])}
 
-def test_bad_model_is_one_line(tmp_path):
+    assert flat(two["models"][0]) == pytest.approx(flat(rows[1]), rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--fid=fast"], "--fid must be standard, tv, both or none, not 'fast'"),
+    (["--fid_weights=nope.pth"], "--fid_weights must be default, random or a weights file"),
+    (["--lpips_weights=nope.pth"], "--lpips_weights must be default, random or a weights file"),
+    (["--resize=crop"], "--resize must be stretch or center_crop"),
+    (["--lpips_net=squeeze"], "--lpips_net must be alex or vgg"),
+    (["--image_size=60"], "--image_size must be positive and a multiple of 8"),
+    (["--fid_weights=PATH_FILE"], "--fid_weights=PATH fits one network"),
+    (["--save_outputs=FULL_DIR"], "exists and is not empty"),
+])
+def test_mistakes_are_one_line_before_anything_loads(tmp_path, script, monkeypatch, args, message):
+    monkeypatch.setattr(models, "load_generator", lambda *a, **k: pytest.fail("weights loaded before the refusal"))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x.png").write_bytes(b"")
+    (tmp_path / "w.pth").write_bytes(b"")
+    args = [a.replace("PATH_FILE", str(tmp_path / "w.pth")).replace("FULL_DIR", str(tmp_path / "full")) for a in args]
+    code, err = script("evaluate.py", f"--dataset={tmp_path / 'none'}", *args)
+    assert code == 1 and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_model_is_one_line(tmp_path, script):
     (tmp_path / "x").mkdir()
     Image.fromarray(synthetic_rgb(0)).save(tmp_path / "x" / "0.png")
-    p = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"--ckpt={tmp_path / 'nope.pt'}", f"--dataset={tmp_path / 'x'}"],
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 1 and "no such file" in p.stderr and "Traceback" not in p.stderr
+    code, err = script("evaluate.py", f"--ckpt={tmp_path / 'nope.pt'}", f"--dataset={tmp_path / 'x'}", "--fid=none", "--lpips_weights=none")
+    assert code == 1 and "no such file" in err and "Traceback" not in err

@@ -1,0 +1,216 @@
+"""The learned metrics evaluate.py reports beside losses.py's pixel metrics: FID (two flavours) and LPIPS.
+
+Networks and the Frechet distance come from maintained libraries: torch-fidelity's TF-Inception port and
+torchmetrics' FrechetInceptionDistance (the standard FID), torchvision's Inception-v3 (DDColor's FID), lpips (LPIPS).
+Each takes weights = "default" (downloaded once into torch's hub cache), "random" (seeded: offline tests) or a file.
+
+    nets = metrics.fid_networks("both", "default", device)       # flavour -> feature network
+    stats = metrics.fid_statistics(nets, n_models, device)       # flavour -> one FrechetInceptionDistance per model
+    metrics.update_fid(nets, stats, rgb_true, [rgb_pred, ...])   # per batch
+    fid = metrics.compute_fid(stats)                             # flavour -> [per model], gathered across processes
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import warnings
+from pathlib import Path
+from urllib.error import URLError
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import models
+
+FID_FLAVOURS = {"standard": ["fid"], "tv": ["fid_paired_tv"], "both": ["fid", "fid_paired_tv"], "none": []}
+FID_NAMES = {"fid": "standard", "fid_paired_tv": "tv"}
+FID_UNBIASED_FROM = 2048  # fewer images than feature dimensions: FID is biased upward (Chong & Forsyth 2020)
+LPIPS_NETS = {"alex": "alexnet", "vgg": "vgg16"}  # lpips' name -> torchvision's backbone
+SEED = 0  # "random" weights: the same every run
+PROTOCOL = {
+    "fid": "torch-fidelity's TF-Inception port (pool3, 2048-d) on uint8 predictions vs ground truths, torchmetrics' "
+           "FrechetInceptionDistance: the pytorch-fid / clean-fid / torch-fidelity network",
+    "fid_paired_tv": "torchvision Inception-v3 (IMAGENET1K_V1), bilinear resize to 299 (align_corners=False), x*0.5+0.5 then "
+                     "torchvision's transform_input (ImageNet mean/std), 2048-d avgpool; predictions vs the ground truths of the "
+                     "same images, unbiased covariances (DDColor's basicsr/metrics/custom_fid.py)",
+    "lpips": "lpips 0.1 (linear layers v0.1) on RGB in [-1, 1], per image, averaged",
+}
+
+
+class MetricError(Exception):
+    """A metric's weights cannot be had or do not fit (one line for the user)."""
+
+
+def check_weights(option: str, spec: str) -> None:
+    """Refuse a --*_weights value that is not default, random or an existing file."""
+    if spec not in ("default", "random") and not Path(spec).is_file():
+        raise MetricError(f"--{option} must be default, random or a weights file; {spec!r} is none of them")
+
+
+def _hub_file(url: str) -> Path:
+    """Where torch's hub cache keeps the download of url."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+@contextlib.contextmanager
+def _download(what: str, url: str, option: str):
+    """Turn a failed download into one line naming the file, where it goes, and the option that avoids it."""
+    try:
+        yield
+    except URLError as e:
+        raise MetricError(f"cannot download the {what} weights ({getattr(e, 'reason', e)}): put {url} at {_hub_file(url)}, "
+                          f"or pass --{option}=PATH (--{option}=random for a smoke test)") from None
+
+
+def _seeded(build) -> nn.Module:
+    """build() under a fixed seed, leaving the caller's random state alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        return build()
+
+
+def _inception(**kw) -> nn.Module:
+    """torchvision's Inception-v3 with seeded He-normal convolutions: features of order 1 through eval-mode batch norm
+    (torchvision's own initialisations make them explode or vanish there)."""
+    from torchvision.models import inception_v3
+
+    def build() -> nn.Module:
+        net = inception_v3(weights=None, init_weights=False, **kw)
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        return net
+
+    return _seeded(build)
+
+
+def _load_into(net: nn.Module, path: str, option: str) -> None:
+    """net's weights from a state-dict file (.pth or .safetensors, never unpickled code), keys and shapes checked first."""
+    try:
+        state = models.load_checkpoint(path)
+    except models.ModelError as e:
+        raise MetricError(f"--{option}={e}") from None
+    want = {k: v.shape for k, v in net.state_dict().items()}
+    got = {k: getattr(v, "shape", None) for k, v in state.items()}
+    if got != want:
+        missing = sorted(set(want) - set(got)) or sorted(k for k in want if got.get(k) != want[k])
+        raise MetricError(f"--{option}={path}: not the weights of {type(net).__name__} ({len(missing)} keys missing or "
+                          f"of another shape, e.g. {missing[0] if missing else '-'})")
+    net.load_state_dict(state)
+
+
+def tf_inception(weights: str) -> nn.Module:
+    """torch-fidelity's TF-Inception port (uint8 (N,3,H,W) -> (N,2048)): the standard FID network."""
+    from torchmetrics.image.fid import NoTrainInceptionV3  # heavy: only when FID is asked for
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    if weights == "default":
+        with _download("FID Inception", URL_INCEPTION_V3, "fid_weights"):
+            return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"])
+    # torchvision's Inception with 1008 classes has exactly the port's keys and shapes
+    net = _inception(aux_logits=False, num_classes=1008)
+    if weights != "random":
+        _load_into(net, weights, "fid_weights")
+    with tempfile.TemporaryDirectory() as tmp:  # torch-fidelity reads weights only from a file
+        torch.save(net.state_dict(), Path(tmp) / "inception.pth")
+        return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
+                                  feature_extractor_weights_path=str(Path(tmp) / "inception.pth"))
+
+
+class TVInception(nn.Module):
+    """DDColor's FID network: torchvision's Inception-v3 pool features of RGB in [0, 1] (N,3,H,W) -> (N,2048)."""
+
+    num_features = 2048
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        net.fc, net.transform_input = nn.Identity(), True
+        self.net = net.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "TVInception":
+        """Always in eval mode (batch norm with its running statistics, no auxiliary head)."""
+        return super().train(False)
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(rgb.float(), size=(299, 299), mode="bilinear", align_corners=False)
+        return self.net(x * 0.5 + 0.5)  # DDColor maps its [0,1] input this way before torchvision's transform_input
+
+
+def tv_inception(weights: str) -> TVInception:
+    """DDColor's FID network with torchvision's ImageNet weights, seeded random ones, or a file of them."""
+    from torchvision.models import Inception_V3_Weights, inception_v3
+
+    if weights == "default":
+        with _download("torchvision Inception-v3", Inception_V3_Weights.IMAGENET1K_V1.url, "fid_weights"):
+            return TVInception(inception_v3(weights=Inception_V3_Weights.IMAGENET1K_V1))
+    net = _inception(aux_logits=True)
+    if weights != "random":
+        _load_into(net, weights, "fid_weights")
+    return TVInception(net)
+
+
+def fid_networks(flavour: str, weights: str, device: torch.device | str) -> dict[str, nn.Module]:
+    """Metric name -> feature network for --fid (none, standard, tv or both)."""
+    build = {"fid": tf_inception, "fid_paired_tv": tv_inception}
+    return {name: build[name](weights).to(device) for name in FID_FLAVOURS[flavour]}
+
+
+def fid_statistics(nets: dict[str, nn.Module], n_models: int, device: torch.device | str) -> dict[str, list]:
+    """Metric name -> one FrechetInceptionDistance per model, fed precomputed features (the network runs once per image)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    def features_as_given(net: nn.Module) -> nn.Module:
+        m = nn.Identity()
+        m.num_features = getattr(net, "num_features", 2048)  # torch-fidelity's network has none: pool3 is 2048-d
+        return m
+
+    # sync_on_compute=False: compute_fid gathers once and only the main process pays for the 2048x2048 eigenvalues
+    return {name: [FrechetInceptionDistance(feature=features_as_given(net), sync_on_compute=False).to(device) for _ in range(n_models)]
+            for name, net in nets.items()}
+
+
+@torch.no_grad()
+def update_fid(nets: dict[str, nn.Module], stats: dict[str, list], rgb_true: torch.Tensor, rgb_preds: list[torch.Tensor]) -> None:
+    """Add a batch (RGB in [0, 1], (N,3,H,W)) of ground truths and of each model's predictions to the statistics."""
+    for name, net in nets.items():
+        prep = (lambda x: (x * 255).round().byte()) if name == "fid" else (lambda x: x)  # the port reads the PNGs' pixels
+        real = net(prep(rgb_true))
+        for fid, pred in zip(stats[name], rgb_preds):
+            fid.update(real, real=True)
+            fid.update(net(prep(pred)), real=False)
+
+
+def compute_fid(stats: dict[str, list], main: bool = True) -> dict[str, list[float]]:
+    """Metric name -> FID per model, the statistics summed across processes first (every process must call this; only
+    the main one computes: the rest get {})."""
+    for per_model in stats.values():
+        for fid in per_model:
+            fid.sync()  # torchmetrics' all-reduce of the sums; nothing when there is one process
+    return {name: [float(fid.compute()) for fid in per_model] for name, per_model in stats.items()} if main else {}
+
+
+def lpips_network(net: str, weights: str, device: torch.device | str) -> nn.Module:
+    """LPIPS with an alex or vgg backbone: ImageNet (default), seeded random or a torchvision backbone file; the linear
+    layers are lpips' own v0.1 weights (shipped in the package)."""
+    import lpips
+    from torchvision import models as tv
+
+    backbone_url = {"alex": tv.AlexNet_Weights.IMAGENET1K_V1.url, "vgg": tv.VGG16_Weights.IMAGENET1K_V1.url}[net]
+    with warnings.catch_warnings(), _download(f"LPIPS {net}", backbone_url, "lpips_weights"):
+        warnings.simplefilter("ignore", UserWarning)  # lpips 0.1.4 asks torchvision with the old pretrained= argument
+        model = _seeded(lambda: lpips.LPIPS(net=net, pnet_rand=weights != "default", verbose=False))
+    if weights not in ("default", "random"):
+        backbone = getattr(tv, LPIPS_NETS[net])(weights=None)
+        _load_into(backbone, weights, "lpips_weights")
+        for part in model.net.children():  # lpips slices hold torchvision's feature layers under their own indices
+            for index, layer in part.named_children():
+                layer.load_state_dict(backbone.features[int(index)].state_dict())
+    return model.eval().requires_grad_(False).to(device)
+
+
+@torch.no_grad()
+def lpips(model: nn.Module, rgb_pred: torch.Tensor, rgb_true: torch.Tensor) -> torch.Tensor:
+    """(N,) LPIPS distance of RGB images in [0, 1]."""
+    return model(rgb_pred.float(), rgb_true.float(), normalize=True).flatten()
