@@ -67,7 +67,7 @@ def write_onnx(G: models.ECCV16Generator, path: Path) -> float:
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
     gen = torch.Generator().manual_seed(0)
-    for shape in ((1, 1, 256, 256), (2, 1, 176, 240), (1, 1, 100, 130)):
+    for shape in ((1, 1, 256, 256), (2, 1, 100, 130)):  # the model's own size; a batch at an odd size
         L = torch.rand(shape, generator=gen) * 100
         with torch.no_grad():
             expected = wrapped(L)

@@ -61,24 +61,30 @@ class VGGFeatures(nn.Module):
         super().__init__()
         import torchvision  # heavy: only the perceptual loss needs it
 
-        with torch.random.fork_rng(devices=[]):  # 'random' is the same network every time, whatever ran before
-            torch.manual_seed(0)
-            vgg = torchvision.models.vgg19()
-        if weights == "imagenet":
-            try:
-                state = torchvision.models.VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
-            except Exception as e:
-                raise VGGError(f"cannot download the VGG19 ImageNet weights ({type(e).__name__}); use "
-                               "--vgg_weights=PATH (torchvision's vgg19-dcbb9e9d.pth) or --vgg_weights=random") from None
-            vgg.load_state_dict(state)
-        elif weights != "random":
-            state = models.load_checkpoint(weights)
+        with torch.device("meta"):  # the 123M-parameter classifier is never used: no memory, no random init
+            features = torchvision.models.vgg19(init_weights=False).features.to_empty(device="cpu")
+        if weights == "random":
+            with torch.random.fork_rng(devices=[]):  # the same network every time, whatever ran before
+                torch.manual_seed(0)
+                for m in features:  # torchvision's own initialisation of these layers, in its order
+                    if isinstance(m, nn.Conv2d):
+                        nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                        nn.init.zeros_(m.bias)
+        else:
+            if weights == "imagenet":
+                try:
+                    state = torchvision.models.VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+                except Exception as e:
+                    raise VGGError(f"cannot download the VGG19 ImageNet weights ({type(e).__name__}); use "
+                                   "--vgg_weights=PATH (torchvision's vgg19-dcbb9e9d.pth) or --vgg_weights=random") from None
+            else:
+                state = models.load_checkpoint(weights)
             state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
             try:
-                vgg.features.load_state_dict(state)
+                features.load_state_dict(state)
             except RuntimeError:
                 raise VGGError(f"{weights}: not VGG19 weights (imagenet, random or a vgg19 .pth file)") from None
-        self.features = vgg.features[: layer + 1].eval().requires_grad_(False)
+        self.features = features[: layer + 1].eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 

@@ -159,6 +159,8 @@ def fid_networks(flavour: str, weights: str, device: torch.device | str) -> dict
 
 def fid_statistics(nets: dict[str, nn.Module], n_models: int, device: torch.device | str) -> dict[str, list]:
     """Metric name -> one FrechetInceptionDistance per model, fed precomputed features (the network runs once per image)."""
+    if not nets:
+        return {}
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     def features_as_given(net: nn.Module) -> nn.Module:

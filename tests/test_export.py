@@ -69,7 +69,7 @@ def test_export_round_trip_is_bit_exact_and_onnx_matches(trained_ckpt, tmp_path,
 
     session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     G = models.load_generator(str(out))
-    for shape in ((1, 1, 256, 256), (3, 1, 176, 240)):
+    for shape in ((1, 1, 256, 256), (3, 1, 72, 104)):  # 256² and a batch at a non-square size
         L = torch.rand(shape, generator=torch.Generator().manual_seed(shape[2])) * 100
         with torch.no_grad():
             expected = G(L).numpy()
