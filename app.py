@@ -3,6 +3,7 @@
 Three columns: the photo as the models see it (gray), the baseline's colorization, the GAN's.
 """
 
+import sys
 from pathlib import Path
 
 import streamlit as st
@@ -15,12 +16,20 @@ from data import ImageError, lab_to_rgb, load_image, png_bytes, to_uint8_tensor,
 # -----------------------------------------------------------------------------
 baseline = "eccv16"  # middle column's model spec ("" hides it)
 ckpt = "runs/gan/ckpt.pt"  # right column's model spec ("" hides it)
-max_upload_mb = 50  # refuse larger uploads
 max_pixels = 50_000_000  # refuse larger images (decompression bombs)
 device = "auto"  # auto, cpu or cuda
 # -----------------------------------------------------------------------------
-config, _ = configurator.configure(globals())
+st.set_page_config(page_title="colorgan", layout="wide")
+try:
+    config, _ = configurator.configure(globals())
+    if device not in ("auto", "cpu", "cuda"):
+        raise SystemExit(f"app.py: --device must be auto, cpu or cuda, not {device!r}")
+except SystemExit as e:  # a bad option: one line in the terminal and in the page, not a blank page
+    print(e, file=sys.stderr)
+    st.error(str(e))
+    st.stop()
 device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+max_upload_mb = st.get_option("server.maxUploadSize")  # the limit the uploader states (.streamlit/config.toml)
 
 
 @st.cache_resource
@@ -38,7 +47,6 @@ def as_gray(img):
     return Image.fromarray((rgb * 255).round().byte().permute(1, 2, 0).numpy())
 
 
-st.set_page_config(page_title="colorgan", layout="wide")
 st.title("colorgan: automatic colorization")
 upload = st.file_uploader("A photo (JPEG, PNG or WebP); colour photos are shown as the gray input the models see",
                           type=["jpg", "jpeg", "png", "webp"])
@@ -56,8 +64,9 @@ except ImageError as e:
     st.stop()
 
 stem = Path(upload.name).stem
-panels = [("Input (gray)", None), (f"Baseline: {Path(baseline).name}", baseline), (f"GAN: {Path(ckpt).name}", ckpt)]
-for column, (title, spec) in zip(st.columns(3), panels):
+names = models.spec_labels([baseline, ckpt])  # two models called ckpt.pt get two captions and two file names
+panels = [("Input (gray)", None, "gray"), (f"Baseline: {names[0]}", baseline, names[0]), (f"GAN: {names[1]}", ckpt, names[1])]
+for column, (title, spec, name) in zip(st.columns(3), panels):
     with column:
         if spec == "":
             continue
@@ -68,5 +77,5 @@ for column, (title, spec) in zip(st.columns(3), panels):
             st.error(str(e))
             continue
         st.image(img, caption=title, width="stretch", output_format="PNG")  # exactly the downloaded pixels
-        st.download_button("Download PNG", png_bytes(img), f"{stem}-{'gray' if spec is None else Path(spec).stem}.png", "image/png",
-                           key=title)
+        download = f"{stem}-{Path(name.replace('/', '_')).stem if spec else name}.png"
+        st.download_button("Download PNG", png_bytes(img), download, "image/png", key=title)

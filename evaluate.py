@@ -58,16 +58,6 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
-def column_labels(specs: list[str]) -> list[str]:
-    """Distinct short names: each path's last parts, as few as tell them apart (finetune/ckpt.pt, gan/ckpt.pt)."""
-    parts = [(s,) if s.startswith("hf:") or "/" not in s else Path(s).parts for s in specs]
-    for k in range(1, max(map(len, parts)) + 1):
-        names = ["/".join(p[-k:]) for p in parts]
-        if len(set(names)) == len(names):
-            return names
-    return [f"{name}#{specs[:i].count(s) + 1}" if specs.count(s) > 1 else name for i, (s, name) in enumerate(zip(specs, names))]
-
-
 def summarize(per_image: dict[str, torch.Tensor], mask: torch.Tensor) -> dict:
     """Mean of each per-image metric over the images in mask, plus delta_cf and the image count."""
     row = {k: per_image[k][mask].double().mean().item() if k in per_image else None for k in PER_IMAGE}
@@ -117,7 +107,7 @@ if fid == "both" and fid_weights not in ("default", "random"):
     fail("--fid_weights=PATH fits one network: use it with --fid=standard or --fid=tv")
 if save_outputs and Path(save_outputs).exists() and any(Path(save_outputs).iterdir()):
     fail(f"--save_outputs={save_outputs}: the folder exists and is not empty (give a new one: nothing is overwritten)")
-labels = column_labels(ckpt)
+labels = models.spec_labels(ckpt)
 
 from accelerate import Accelerator  # heavy: after the refusals
 from accelerate.utils import gather_object

@@ -281,6 +281,17 @@ def weights_path(spec: str) -> Path:
                      "or hf:OWNER/NAME)")
 
 
+def spec_labels(specs: list[str]) -> list[str]:
+    """Distinct short names for model specs: each path's last parts, as few as tell them apart (finetune/ckpt.pt,
+    gan/ckpt.pt); a spec given twice gets #1, #2."""
+    parts = {s: (s,) if s.startswith("hf:") or "/" not in s else Path(s).parts for s in specs}
+    for k in range(1, max(map(len, parts.values()), default=1) + 1):
+        names = {s: "/".join(p[-k:]) for s, p in parts.items()}
+        if len(set(names.values())) == len(names):
+            break
+    return [names[s] + (f"#{specs[:i].count(s) + 1}" if specs.count(s) > 1 else "") for i, s in enumerate(specs)]
+
+
 def _release_state(state: dict) -> dict:
     """A generator state dict in release keys, with num_batches_tracked filled where it is missing."""
     state = {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in state.items()}

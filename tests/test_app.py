@@ -16,13 +16,18 @@ APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
 @pytest.fixture
-def app(monkeypatch, release_weights, tmp_path):
+def app(monkeypatch, release_weights):
     from streamlit.testing.v1 import AppTest
 
-    monkeypatch.setattr(sys, "argv", ["app.py", f"--baseline={release_weights}", f"--ckpt={release_weights}", "--max_upload_mb=1"])
+    from streamlit import config
+
+    monkeypatch.setattr(sys, "argv", ["app.py", f"--baseline={release_weights}", f"--ckpt={release_weights}"])
+    limit = config.get_option("server.maxUploadSize")
+    config.set_option("server.maxUploadSize", 1)  # what the uploader states is what app.py enforces
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
-    return at
+    yield at
+    config.set_option("server.maxUploadSize", limit)
 
 
 def upload(at, name: str, raw: bytes, mime: str = "image/png"):
@@ -89,3 +94,39 @@ def test_temperature_slider_recolours(app, served, release_weights):
     after = np.asarray(Image.open(io.BytesIO(served[at.image[2].value[0]])).convert("RGB"))
     expected = np.asarray(models.colorize(models.load_generator(release_weights), photo, temperature=0.38))
     assert np.array_equal(after, expected) and not np.array_equal(before[..., :3], after)
+
+
+def test_a_bad_option_is_one_line_in_the_page_and_the_terminal(monkeypatch, capsys):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setattr(sys, "argv", ["app.py", "--device=tpu"])
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception and len(at.error) == 1 and "--device must be auto, cpu or cuda" in at.error[0].value
+    assert "--device must be auto, cpu or cuda" in capsys.readouterr().err
+
+
+def test_two_models_with_one_file_name_get_two_captions_and_download_names(monkeypatch, release_weights, tmp_path):
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+    from streamlit.testing.v1 import AppTest
+
+    downloads: list[str] = []
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def keep_name(self, path_or_data, mimetype, kind, filename=None):
+        downloads.extend([filename] if filename else [])
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", keep_name)
+    for run in ("finetune", "gan"):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "ckpt.pt").write_bytes(Path(release_weights).read_bytes())
+    monkeypatch.setattr(sys, "argv", ["app.py", f"--baseline={tmp_path / 'finetune' / 'ckpt.pt'}", f"--ckpt={tmp_path / 'gan' / 'ckpt.pt'}"])
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    buf = io.BytesIO()
+    Image.fromarray(synthetic_rgb(2, 24, 32)).save(buf, "PNG")
+    at = upload(at, "photo.png", buf.getvalue())
+    captions = [c for img in at.image for c in img.captions]
+    assert captions == ["Input (gray)", "Baseline: finetune/ckpt.pt", "GAN: gan/ckpt.pt"]
+    assert downloads == ["photo-gray.png", "photo-finetune_ckpt.png", "photo-gan_ckpt.png"]
