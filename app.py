@@ -11,7 +11,7 @@ import torch
 
 import configurator
 import models
-from data import ImageError, lab_to_rgb, load_image, png_bytes, to_uint8_tensor, uint8_to_l
+from data import ImageError, lab_to_rgb, load_image, png_bytes, to_pil, to_uint8_tensor, uint8_to_l
 
 # -----------------------------------------------------------------------------
 baseline = "eccv16"  # middle column's model spec ("" hides it)
@@ -40,11 +40,9 @@ def generator(spec: str, device: str) -> models.ECCV16Generator:
 
 def as_gray(img):
     """The photo's CIELAB L alone, as RGB: what the models see."""
-    from PIL import Image
-
     L = uint8_to_l(to_uint8_tensor(img)[None])
     rgb = lab_to_rgb(torch.cat([L, torch.zeros_like(L), torch.zeros_like(L)], 1))[0]
-    return Image.fromarray((rgb * 255).round().byte().permute(1, 2, 0).numpy())
+    return to_pil(rgb)
 
 
 st.title("colorgan: automatic colorization")

@@ -223,6 +223,11 @@ def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(img if img.mode == "RGB" else img.convert("RGB"))).permute(2, 0, 1)
 
 
+def to_pil(rgb: torch.Tensor) -> Image.Image:
+    """RGB in [0,1] (3,H,W), any device -> 8-bit PIL image (rounded)."""
+    return Image.fromarray((rgb * 255).round().byte().permute(1, 2, 0).cpu().numpy())
+
+
 PNG_COLOR_TYPES = {"L": 0, "RGB": 2, "LA": 4, "RGBA": 6}
 
 

@@ -24,7 +24,8 @@ import losses
 import media
 import metrics
 import models
-from data import DEFAULT_DATA, RESIZE_MODES, DataError, colorization_grid, lab_to_rgb, make_dataset, uint8_to_lab
+import training
+from data import DEFAULT_DATA, DataError, colorization_grid, lab_to_rgb, make_dataset, to_pil, uint8_to_lab
 
 # -----------------------------------------------------------------------------
 ckpt = ["eccv16"]  # models to compare, one column each (repeat --ckpt=...): eccv16, weights, a ckpt.pt, a folder, hf:OWNER/NAME
@@ -68,7 +69,7 @@ def summarize(per_image: dict[str, torch.Tensor], mask: torch.Tensor) -> dict:
 def figure(grid: torch.Tensor, labels: list[str]) -> Image.Image:
     """The colorization grid (3,H,W) under a header naming its columns."""
     head, cell = 24, grid.shape[-1] // len(labels)
-    body = Image.fromarray((grid * 255).round().byte().permute(1, 2, 0).cpu().numpy())
+    body = to_pil(grid)
     fig = Image.new("RGB", (body.width, body.height + head), "white")
     fig.paste(body, (0, head))
     draw = ImageDraw.Draw(fig)
@@ -80,18 +81,11 @@ def figure(grid: torch.Tensor, labels: list[str]) -> Image.Image:
 def png(rgb: torch.Tensor, path: Path) -> None:
     """An RGB image in [0,1] (3,H,W) as an 8-bit PNG, written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    media.save(Image.fromarray((rgb * 255).round().byte().permute(1, 2, 0).cpu().numpy()), path)
+    media.save(to_pil(rgb), path)
 
 
-# every refusal before anything heavy loads
-checks = {"resize": (resize, RESIZE_MODES), "fid": (fid, tuple(metrics.FID_FLAVOURS)), "lpips_net": (lpips_net, tuple(metrics.LPIPS_NETS)),
-          "device": (device, ("auto", "cpu", "cuda"))}
-for key, (value, options) in checks.items():
-    if value not in options:
-        fail(f"--{key} must be {', '.join(options[:-1])} or {options[-1]}, not {value!r}")
-for key, value in (("image_size", image_size), ("batch_size", batch_size)):
-    if value <= 0 or (key == "image_size" and value % 8):
-        fail(f"--{key} must be positive{' and a multiple of 8' if key == 'image_size' else ''}, not {value}")
+# every refusal before anything heavy loads: the choices, sizes and vgg_weights as the training scripts check them
+training.check_config("evaluate.py", config)
 if not 0 < temperature <= 1:
     fail(f"--temperature must be in (0, 1], not {temperature}")
 if device == "cuda" and not torch.cuda.is_available():

@@ -93,9 +93,9 @@ def model_card(spec: str, info: dict, table: dict | None) -> str:
         lines += [f"{k} = {v!r}" for k, v in train.items()] + ["```", ""]
     if table:
         rows = table.get("models", [])
-        keys = [k for k in rows[0] if k not in ("ckpt", "per_class") and rows[0][k] is not None] if rows else []
+        keys = [k for k in rows[0] if k not in ("ckpt", "label", "per_class") and rows[0][k] is not None] if rows else []
         lines += ["## Evaluation (evaluate.py)", "", "| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-        lines += [f"| {r['ckpt']} | " + " | ".join(f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |"
+        lines += [f"| {r.get('label', r['ckpt'])} | " + " | ".join(f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |"
                   for r in rows]
         lines += ["", f"Protocol: `{json.dumps(table.get('protocol', {}))}`", ""]
     lines += ["## Use", "", "```bash", "python colorize.py in.jpg out.jpg --ckpt=hf:OWNER/NAME   # with colorgan", "```", "",

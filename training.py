@@ -26,13 +26,17 @@ from tqdm import tqdm
 
 import data
 import losses
+import metrics
 import models
 
-CHOICES = {"mixed_precision": ("no", "fp16", "bf16"), "loss": ("mse", "classification"), "gan_mode": ("vanilla", "lsgan", "hinge")}
+CHOICES = {"mixed_precision": ("no", "fp16", "bf16"), "loss": ("mse", "classification"), "gan_mode": ("vanilla", "lsgan", "hinge"),
+           "resize": data.RESIZE_MODES, "fid": tuple(metrics.FID_FLAVOURS), "lpips_net": tuple(metrics.LPIPS_NETS),
+           "device": ("auto", "cpu", "cuda")}
 POSITIVE = ("image_size", "batch_size", "epochs", "log_every", "save_every_epochs", "save_every_minutes", "lr", "lr_g", "lr_d",
             "max_bad_steps", "max_bad_images", "prior_images")
 SHOWN = ("loss/train", "loss/D", "loss/G", "loss/G_L1")  # on the progress bar; TensorBoard has every loss
-NOT_NEGATIVE = ("num_workers", "max_steps", "val_images", "val_every_steps", "sample_images", "lambda_l1", "lambda_perceptual")
+NOT_NEGATIVE = ("num_workers", "max_steps", "val_images", "val_every_steps", "sample_images", "lambda_l1", "lambda_perceptual",
+                "max_images", "grid_images")
 
 
 def main_process() -> bool:
@@ -57,7 +61,7 @@ def refusals(script: str):
 
 
 def check_config(script: str, config: dict) -> None:
-    """Refuse a bad value in one line, before any data or weights load."""
+    """Refuse a bad value in one line, before any data or weights load (the training scripts' and evaluate.py's keys)."""
     for key, options in CHOICES.items():
         if key in config and config[key] not in options:
             fail(script, f"--{key} must be {', '.join(options[:-1])} or {options[-1]}, not {config[key]!r}")

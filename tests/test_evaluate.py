@@ -109,7 +109,7 @@ def test_two_models_side_by_side_match_scikit_image_on_one_process_or_two(tmp_pa
     (["--lpips_weights=nope.pth"], "--lpips_weights must be default, random or a weights file"),
     (["--resize=crop"], "--resize must be stretch or center_crop"),
     (["--lpips_net=squeeze"], "--lpips_net must be alex or vgg"),
-    (["--image_size=60"], "--image_size must be positive and a multiple of 8"),
+    (["--image_size=60"], "--image_size must be a multiple of 8"),
     (["--fid_weights=PATH_FILE"], "--fid_weights=PATH fits one network"),
     (["--save_outputs=FULL_DIR"], "exists and is not empty"),
 ])
