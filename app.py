@@ -39,10 +39,12 @@ def generator(spec: str, device: str) -> models.ECCV16Generator:
 
 
 def as_gray(img):
-    """The photo's CIELAB L alone, as RGB: what the models see."""
+    """The photo's CIELAB L alone, as RGB (alpha kept): what the models see."""
     L = uint8_to_l(to_uint8_tensor(img)[None])
-    rgb = lab_to_rgb(torch.cat([L, torch.zeros_like(L), torch.zeros_like(L)], 1))[0]
-    return to_pil(rgb)
+    gray = to_pil(lab_to_rgb(torch.cat([L, torch.zeros_like(L), torch.zeros_like(L)], 1))[0])
+    if img.mode == "RGBA":
+        gray.putalpha(img.getchannel("A"))
+    return gray
 
 
 st.title("colorgan: automatic colorization")
@@ -56,7 +58,7 @@ if upload.size > max_upload_mb * 2**20:
     st.error(f"{upload.name} is {upload.size / 2**20:.0f} MB; the limit is {max_upload_mb} MB.")
     st.stop()
 try:
-    photo = load_image(upload.getvalue(), max_pixels=max_pixels)
+    photo = load_image(upload.getvalue(), keep_alpha=True, max_pixels=max_pixels)  # transparency kept, as colorize.py keeps it
 except ImageError as e:
     st.error(f"{upload.name}: {str(e).split(': ', 1)[-1]}")
     st.stop()

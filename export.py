@@ -1,4 +1,5 @@
 """Export a colorizer as a Hugging Face Hub model folder: python export.py SPEC OUT_DIR [--onnx=True] [--push=OWNER/NAME]
+[--space=SPACE_DIR]
 
 SPEC is any model spec (a ckpt.pt gives its EMA generator when it has one). OUT_DIR gets:
   model.safetensors  the generator in the official release's 82 keys (no pickle)
@@ -6,15 +7,19 @@ SPEC is any model spec (a ckpt.pt gives its EMA generator when it has one). OUT_
   README.md          a model card: how it was trained, its evaluate.py table (--results=r.json), how to load it
   model.onnx         with --onnx=True: L (N,1,H,W) in [0,100] -> ab (N,2,H,W) in Lab units, any batch and size,
                      checked against PyTorch with onnxruntime before it is written
-The folder is written beside OUT_DIR and renamed into place: never half-written. Any script then takes
---ckpt=OUT_DIR, and after --push (or `hf upload OWNER/NAME OUT_DIR`), --ckpt=hf:OWNER/NAME.
+With --space=SPACE_DIR, a second folder that runs app.py as a Hugging Face Space (Docker SDK: README.md metadata,
+Dockerfile, the app's requirements.txt and modules) showing eccv16 beside this model: hf:OWNER/NAME after --push,
+otherwise a copy in SPACE_DIR/<OUT_DIR name>. Each folder is built beside its place, then renamed: never half-written.
+Any script then takes --ckpt=OUT_DIR, and after --push (or `hf upload OWNER/NAME OUT_DIR`), --ckpt=hf:OWNER/NAME.
 """
 
 import json
+import re
 import shutil
 import sys
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -30,10 +35,14 @@ opset = 17  # ONNX opset of model.onnx
 results = ""  # an evaluate.py --out JSON whose table goes into the model card
 push = ""  # OWNER/NAME: upload the folder to this Hub model repository (needs `hf auth login`)
 private = False  # with --push: create the repository private
-overwrite = False  # replace an existing OUT_DIR
+space = ""  # also write a Hugging Face Space folder here: app.py with this model (see the README for uploading it)
+overwrite = False  # replace an existing OUT_DIR (and SPACE_DIR)
 # -----------------------------------------------------------------------------
 config, paths = configurator.configure(globals(), positional=True)
 ONNX_TOLERANCE = 1e-3  # ab, Lab units
+ROOT = Path(__file__).resolve().parent
+SPACE_FILES = ["app.py", "configurator.py", "data.py", "models.py", ".streamlit/config.toml"]  # app.py and what it imports
+SPACE_PACKAGES = {"torch", "numpy", "pillow", "tqdm", "streamlit", "safetensors", "huggingface_hub"}
 
 
 def fail(message: str) -> None:
@@ -105,11 +114,74 @@ def model_card(spec: str, info: dict, table: dict | None) -> str:
     return "\n".join(lines)
 
 
+def space_readme(title: str, model: str, hub_model: str) -> str:
+    """The Space's README.md: the metadata block Spaces reads (Docker SDK, Streamlit's port), then what it shows."""
+    meta = {"title": title, "emoji": "🎨", "colorFrom": "gray", "colorTo": "yellow", "sdk": "docker", "app_port": 8501,
+            "pinned": False, "short_description": "Automatic colorization of grayscale photos (ECCV16 + GAN)"}
+    meta |= {"models": [hub_model]} if hub_model else {}
+    return "\n".join(["---", *(f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in meta.items()), "---", "",  # JSON is YAML
+                      f"# {title}", "", f"Upload a photo: the official ECCV16 colorizer beside `{model}`, exported by "
+                      "colorgan's export.py. Colour photos are shown as the gray input the models see; transparency is kept.", ""])
+
+
+def dockerfile(ckpt: str) -> str:
+    """A CPU image that serves app.py on Streamlit's port, as Spaces runs it (user 1000, a writable home for the caches)."""
+    command = ["streamlit", "run", "app.py", "--server.port=8501", "--server.address=0.0.0.0",
+               "--server.enableXsrfProtection=false",  # Spaces serve the app in an iframe, where the XSRF cookie is dropped
+               "--", "--baseline=eccv16", f"--ckpt={ckpt}"]
+    return "\n".join(["FROM python:3.11-slim", "RUN useradd -m -u 1000 user", "USER user",
+                      "ENV HOME=/home/user PATH=/home/user/.local/bin:$PATH", "WORKDIR /home/user/app",
+                      "COPY --chown=user requirements.txt .",
+                      "RUN pip install --no-cache-dir torch --index-url https://download.pytorch.org/whl/cpu && \\",
+                      "    pip install --no-cache-dir -r requirements.txt",
+                      "COPY --chown=user . .", "EXPOSE 8501", f"CMD {json.dumps(command)}", ""])
+
+
+def space_requirements() -> str:
+    """requirements.txt's lines for the packages app.py needs, in the ranges colorgan itself asks for."""
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    return "\n".join(x for x in lines if re.split(r"[<>=!~ ]", x)[0].lower() in SPACE_PACKAGES) + "\n"
+
+
+def write_space(folder: Path, model_dir: Path) -> None:
+    """The Space: app.py and its modules, requirements, Dockerfile, README metadata, and the model unless it is on the Hub."""
+    ckpt = f"hf:{push}" if push else model_dir.name  # the app's caption names it
+    for name in SPACE_FILES:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / name, folder / name)
+    if not push:
+        (folder / ckpt).mkdir()
+        for name in ("model.safetensors", "config.json"):
+            shutil.copyfile(model_dir / name, folder / ckpt / name)
+    (folder / "requirements.txt").write_text(space_requirements())
+    (folder / "Dockerfile").write_text(dockerfile(ckpt))
+    (folder / "README.md").write_text(space_readme(f"colorgan: {model_dir.name}", ckpt, push))
+
+
+@contextmanager
+def new_folder(out: Path):
+    """A temporary folder beside out, renamed to out when the block succeeds (replacing it), removed otherwise."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+    try:
+        yield tmp
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 if len(paths) != 2:
-    fail("usage: python export.py SPEC OUT_DIR [--onnx=True] [--results=r.json] [--push=OWNER/NAME]  (see --help)")
+    fail("usage: python export.py SPEC OUT_DIR [--onnx=True] [--results=r.json] [--push=OWNER/NAME] [--space=DIR]  (see --help)")
 spec, out = paths[0], Path(paths[1])
-if out.exists() and not overwrite:
-    fail(f"{out} exists; choose another folder or pass --overwrite=True")
+for folder in [out] + ([Path(space)] if space else []):
+    if folder.exists() and not overwrite:
+        fail(f"{folder} exists; choose another folder or pass --overwrite=True")
+if space and Path(space).resolve() == out.resolve():
+    fail("--space must be another folder than OUT_DIR (a Space is its own repository)")
+if push and not re.fullmatch(r"[\w.-]+/[\w.-]+", push):
+    fail(f"--push={push}: a Hub repository is OWNER/NAME")
 table = None
 if results:
     try:
@@ -136,26 +208,26 @@ del source
 
 from safetensors.torch import save_file  # noqa: E402
 
-tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
 try:
-    state = {k: v.contiguous() for k, v in G.state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt", "architecture": "ECCV16Generator"})
-    if onnx:
-        diff = write_onnx(G, tmp / "model.onnx")
-        info |= {"onnx": {"file": "model.onnx", "opset": opset, "input": "L", "output": "ab", "dynamic": "batch, height, width",
-                          "max_abs_diff_vs_pytorch": diff}}
-        print(f"export.py: model.onnx matches PyTorch within {diff:.1e} (ab, Lab units)", file=sys.stderr)
-    (tmp / "config.json").write_text(json.dumps(info, indent=1, default=str))
-    (tmp / "README.md").write_text(model_card(spec, info, table))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with new_folder(out) as tmp:
+        state = {k: v.contiguous() for k, v in G.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt", "architecture": "ECCV16Generator"})
+        if onnx:
+            diff = write_onnx(G, tmp / "model.onnx")
+            info |= {"onnx": {"file": "model.onnx", "opset": opset, "input": "L", "output": "ab", "dynamic": "batch, height, width",
+                              "max_abs_diff_vs_pytorch": diff}}
+            print(f"export.py: model.onnx matches PyTorch within {diff:.1e} (ab, Lab units)", file=sys.stderr)
+        (tmp / "config.json").write_text(json.dumps(info, indent=1, default=str))
+        (tmp / "README.md").write_text(model_card(spec, info, table))
+    if space:
+        with new_folder(Path(space)) as tmp:
+            write_space(tmp, out)
 except (ValueError, OSError) as e:
     fail(f"{out}: {e}")
-finally:
-    shutil.rmtree(tmp, ignore_errors=True)
 print(f"export.py: wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}", file=sys.stderr)
+if space:
+    print(f"export.py: wrote a Space to {space} (upload: hf repos create OWNER/NAME --type=space --sdk=docker; "
+          f"hf upload OWNER/NAME {space} . --type=space)", file=sys.stderr)
 if push:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError

@@ -130,3 +130,17 @@ def test_two_models_with_one_file_name_get_two_captions_and_download_names(monke
     captions = [c for img in at.image for c in img.captions]
     assert captions == ["Input (gray)", "Baseline: finetune/ckpt.pt", "GAN: gan/ckpt.pt"]
     assert downloads == ["photo-gray.png", "photo-finetune_ckpt.png", "photo-gan_ckpt.png"]
+
+
+def test_transparency_is_kept_as_on_the_command_line(app, served, release_weights):
+    import models
+
+    rgba = np.dstack([synthetic_rgb(3, 40, 56), np.tile(np.linspace(0, 255, 56).astype(np.uint8), (40, 1))])
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, "PNG")
+    at = upload(app, "logo.png", buf.getvalue())
+    shown = [Image.open(io.BytesIO(served[img.value[0]])) for img in at.image]
+    downloads = [Image.open(io.BytesIO(served[b.proto.url])) for b in at.download_button]
+    expected = models.colorize(models.load_generator(release_weights), Image.fromarray(rgba, "RGBA"))
+    assert all(im.mode == "RGBA" and np.array_equal(np.asarray(im)[..., 3], rgba[..., 3]) for im in shown + downloads)
+    assert np.array_equal(np.asarray(shown[2]), np.asarray(expected)) and np.array_equal(np.asarray(downloads[2]), np.asarray(expected))

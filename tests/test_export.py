@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import http.server
 import json
-import os
 import pickle
+import re
 import runpy
-import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -86,30 +89,112 @@ def test_export_round_trip_is_bit_exact_and_onnx_matches(trained_ckpt, tmp_path,
     assert code == 1 and "exists" in err and "--overwrite=True" in err
 
 
-def test_hf_spec_loads_from_the_hub_cache_offline(trained_ckpt, tmp_path, monkeypatch, capsys):
-    assert export(monkeypatch, capsys, str(trained_ckpt), str(tmp_path / "exp"))[0] == 0
-    cache = tmp_path / "hub"
+def test_space_folder_runs_the_app_with_the_model_and_needs_only_its_requirements(trained_ckpt, tmp_path, monkeypatch, capsys):
+    import yaml
+
+    out, space = tmp_path / "my-colorizer", tmp_path / "space"
+    code, err = export(monkeypatch, capsys, str(trained_ckpt), str(out), f"--space={space}")
+    assert code == 0, err
+    files = sorted(str(p.relative_to(space)) for p in space.rglob("*") if p.is_file())
+    assert files == [".streamlit/config.toml", "Dockerfile", "README.md", "app.py", "configurator.py", "data.py", "models.py",
+                     "my-colorizer/config.json", "my-colorizer/model.safetensors", "requirements.txt"]
+    assert (space / "my-colorizer" / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+    meta = yaml.safe_load((space / "README.md").read_text().split("---")[1])  # the block Spaces reads
+    assert meta["sdk"] == "docker" and meta["app_port"] == 8501 and len(meta["short_description"]) <= 60
+
+    command = json.loads(next(x for x in (space / "Dockerfile").read_text().splitlines() if x.startswith("CMD "))[4:])
+    assert command[:3] == ["streamlit", "run", "app.py"] and "--server.port=8501" in command
+    app_args = command[command.index("--") + 1:]
+    assert app_args == ["--baseline=eccv16", "--ckpt=my-colorizer"]
+    monkeypatch.chdir(space)
+    assert models.load_generator(app_args[1].split("=", 1)[1]).state_dict().keys() == models.load_generator(str(out)).state_dict().keys()
+
+    # every package the Space's modules import is in its requirements.txt (the rest is the standard library or its own)
+    wanted = {re.split(r"[<>=!~ ]", x)[0].lower() for x in (space / "requirements.txt").read_text().split()}
+    own = {p.stem for p in space.glob("*.py")}
+    for path in space.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module] if isinstance(node, ast.ImportFrom) else []
+            for top in {n.split(".")[0] for n in names if n and n.split(".")[0] not in own | set(sys.stdlib_module_names)}:
+                optional = top in ("torchvision", "datasets")  # imported only by figures and HF datasets, never by the app
+                assert optional or {"PIL": "pillow"}.get(top, top).lower() in wanted, f"{path.name} imports {top}"
+
+    code, err = export(monkeypatch, capsys, str(trained_ckpt), str(tmp_path / "other"), f"--space={space}")
+    assert code == 1 and f"{space} exists" in err and not (tmp_path / "other").exists()
+
+
+class FakeHub(http.server.BaseHTTPRequestHandler):
+    """The Hub's file API as huggingface_hub uses it: /OWNER/NAME/resolve/REVISION/FILE, errors named in X-Error-Code."""
+
+    repos: dict[str, dict[str, bytes]] = {}
     commit = "0123456789abcdef0123456789abcdef01234567"
-    snapshot = cache / "models--someone--colorizer" / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (snapshot / "model.safetensors").write_bytes((tmp_path / "exp" / "model.safetensors").read_bytes())
-    (cache / "models--someone--colorizer" / "refs").mkdir()
-    (cache / "models--someone--colorizer" / "refs" / "main").write_text(commit)
-    code = ("import models, torch\n"
-            "a = models.load_generator('hf:someone/colorizer').state_dict()\n"
-            f"b = models.load_generator({str(tmp_path / 'exp')!r}).state_dict()\n"
-            "assert all(torch.equal(a[k], b[k]) for k in b)\n"
-            "for spec in ('hf:someone/missing', 'hf:someone/colorizer@v2', 'hf:not a repo'):\n"
-            "    try:\n"
-            "        models.load_generator(spec)\n"
-            "    except models.ModelError as e:\n"
-            "        print(e)\n")
-    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert p.returncode == 0, p.stderr
-    lines = p.stdout.splitlines()
-    assert "hf:someone/missing: not in the Hub cache" in lines[0] and "offline" in lines[0]
-    assert lines[1].startswith("hf:someone/colorizer@v2: ") and "hf:OWNER/NAME" in lines[2]
+
+    def do_HEAD(self):
+        self.answer(body=False)
+
+    def do_GET(self):
+        self.answer(body=True)
+
+    def answer(self, body: bool):
+        owner, name, _, revision, file = self.path.split("?")[0].lstrip("/").split("/", 4)
+        repo = self.repos.get(f"{owner}/{name}")
+        error = ("RepoNotFound" if repo is None else "RevisionNotFound" if revision not in ("main", self.commit)
+                 else "EntryNotFound" if file not in repo else None)
+        data = b"" if error else repo[file]
+        self.send_response(404 if error else 200)
+        if error:
+            self.send_header("X-Error-Code", error)
+        self.send_header("X-Repo-Commit", self.commit)
+        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """A Hub on 127.0.0.1 and an empty cache, as HF_ENDPOINT and HF_HUB_CACHE would set them."""
+    from huggingface_hub import constants
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_port}"
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    yield FakeHub
+    server.shutdown()
+    server.server_close()
+
+
+def test_hf_spec_downloads_once_then_loads_offline_and_errors_are_one_line(trained_ckpt, tmp_path, monkeypatch, capsys, hub):
+    from huggingface_hub import constants
+
+    assert export(monkeypatch, capsys, str(trained_ckpt), str(tmp_path / "exp"))[0] == 0
+    exported = models.load_generator(str(tmp_path / "exp")).state_dict()
+    hub.repos = {"someone/colorizer": {"model.safetensors": (tmp_path / "exp" / "model.safetensors").read_bytes()},
+                 "someone/notes": {"README.md": b"# no weights here"}}
+    got = models.load_generator("hf:someone/colorizer").state_dict()
+    assert all(torch.equal(got[k], exported[k]) for k in exported)
+    errors = {"hf:someone/missing": "no such model repository on the Hub",
+              "hf:someone/colorizer@v2": "the repository has no revision 'v2'",
+              "hf:someone/notes": "the repository has no model.safetensors",
+              "hf:not a repo": "a Hub model is hf:OWNER/NAME"}
+    for spec, message in errors.items():
+        with pytest.raises(models.ModelError) as e:
+            models.load_generator(spec)
+        assert str(e.value).startswith(f"{spec}: {message}") and "\n" not in str(e.value)
+
+    hub.repos = {}  # HF_HUB_OFFLINE=1: the cached copy without a request, one line for what is not cached
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # (a Hub that cannot be reached: the same, after retries)
+    got = models.load_generator("hf:someone/colorizer").state_dict()
+    assert all(torch.equal(got[k], exported[k]) for k in exported)
+    with pytest.raises(models.ModelError, match=r"^hf:someone/other: not in the Hub cache and the Hub cannot be reached"):
+        models.load_generator("hf:someone/other")
 
 
 def test_files_that_are_not_checkpoints_say_so_without_unsafe_advice(tmp_path):
