@@ -70,7 +70,8 @@ def write_onnx(G: models.ECCV16Generator, path: Path) -> float:
     wrapped = ColorizerForExport(G).eval()
     with warnings.catch_warnings():  # the TorchScript exporter (dynamic_axes, no onnxscript needed) warns that it is legacy
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(wrapped, (torch.rand(1, 1, 256, 256) * 100,), str(path), input_names=["L"], output_names=["ab"],
+        example = torch.rand(1, 1, 64, 64) * 100  # traced small: batch, height and width are dynamic
+        torch.onnx.export(wrapped, (example,), str(path), input_names=["L"], output_names=["ab"],
                           opset_version=opset, dynamo=False, dynamic_axes={"L": {0: "batch", 2: "height", 3: "width"},
                                                                               "ab": {0: "batch", 2: "height", 3: "width"}})
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -80,8 +81,6 @@ def write_onnx(G: models.ECCV16Generator, path: Path) -> float:
         L = torch.rand(shape, generator=gen) * 100
         with torch.no_grad():
             expected = wrapped(L)
-            if shape[2] % 8 == 0 and shape[3] % 8 == 0:  # the wrapper is G itself at these sizes
-                assert torch.allclose(expected, G(L), atol=1e-4)
         got = torch.from_numpy(session.run(["ab"], {"L": L.numpy()})[0])
         worst = max(worst, (got - expected).abs().max().item())
     if worst > ONNX_TOLERANCE:

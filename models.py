@@ -76,8 +76,9 @@ class ECCV16Generator(nn.Module):
         self.model8 = nn.Sequential(nn.ConvTranspose2d(512, 256, 4, 2, 1), nn.ReLU(True),
                                     *_convs(256, 256, [1, 1]), nn.Conv2d(256, 313, 1))
         self.model_out = nn.Conv2d(313, 2, 1, bias=False)
-        with torch.no_grad():  # from scratch, the output layer starts as what it means: the bin centres
-            self.model_out.weight.copy_(ab_bins().float().t()[:, :, None, None] / 110)
+        if not self.model_out.weight.is_meta:  # meta: loading replaces it (and meta arithmetic would import torch._dynamo: 2 s)
+            with torch.no_grad():  # from scratch, the output layer starts as what it means: the bin centres
+                self.model_out.weight.copy_(ab_bins().float().t()[:, :, None, None] / 110)
 
     def logits(self, L: torch.Tensor) -> torch.Tensor:
         """The 313 bin logits at 1/4 resolution."""

@@ -82,16 +82,18 @@ def test_oversized_uploads_are_refused(app):
     assert at.error and "limit is 1 MB" in at.error[0].value
 
 
-def test_temperature_slider_recolours(app, served, release_weights):
+def test_temperature_slider_recolours(app, served, release_weights, monkeypatch):
     import models
 
+    monkeypatch.setattr(sys, "argv", ["app.py", "--baseline=", f"--ckpt={release_weights}"])  # each run reads it: no baseline column
     photo = Image.fromarray(synthetic_rgb(1, 48, 64))
     buf = io.BytesIO()
     photo.save(buf, "PNG")
     at = upload(app, "photo.png", buf.getvalue())
-    before = np.asarray(Image.open(io.BytesIO(served[at.image[2].value[0]])))
+    assert len(at.image) == 2
+    before = np.asarray(Image.open(io.BytesIO(served[at.image[1].value[0]])))
     at.slider[0].set_value(0.38).run()
-    after = np.asarray(Image.open(io.BytesIO(served[at.image[2].value[0]])).convert("RGB"))
+    after = np.asarray(Image.open(io.BytesIO(served[at.image[1].value[0]])).convert("RGB"))
     expected = np.asarray(models.colorize(models.load_generator(release_weights), photo, temperature=0.38))
     assert np.array_equal(after, expected) and not np.array_equal(before[..., :3], after)
 

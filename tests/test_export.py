@@ -79,10 +79,10 @@ def test_export_round_trip_is_bit_exact_and_onnx_matches(trained_ckpt, tmp_path,
         got = session.run(["ab"], {"L": L.numpy()})[0]
         assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-3, np.abs(got - expected).max()
 
-    # the same pixels from the exported folder as from the ckpt.pt
+    # the same pixels from the exported folder as from the ckpt.pt (the model's input at 64²: the weights decide, not the size)
     photo = Image.fromarray(synthetic_rgb(0, 90, 120))
-    a = np.asarray(models.colorize(models.load_generator(str(trained_ckpt)), photo))
-    b = np.asarray(models.colorize(G, photo))
+    a = np.asarray(models.colorize(models.load_generator(str(trained_ckpt)), photo, size=64))
+    b = np.asarray(models.colorize(G, photo, size=64))
     assert np.array_equal(a, b)
 
     code, err = export(monkeypatch, capsys, str(trained_ckpt), str(out))

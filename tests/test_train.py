@@ -53,16 +53,16 @@ def test_stage1_overfits_one_batch(script, tmp_path):
     for split in ("train", "validation"):
         (tmp_path / "flat" / split).mkdir(parents=True)
         for i, c in enumerate(colours):
-            Image.new("RGB", (32, 32), c).save(tmp_path / "flat" / split / f"{i}.png")
+            Image.new("RGB", (16, 16), c).save(tmp_path / "flat" / split / f"{i}.png")
     ok(script("train_finetune.py", f"--dataset={tmp_path / 'flat'}", "--init=scratch", "--max_steps=30", "--save_every_epochs=1000",
-              f"--out_dir={tmp_path / 'run'}", "--log_every=10", *TINY[:-1]))
-    rgb = torch.stack([torch.tensor(c, dtype=torch.uint8).view(3, 1, 1).expand(3, 32, 32) for c in colours])
+              f"--out_dir={tmp_path / 'run'}", "--log_every=10", "--image_size=16", "--val_images=1", *TINY[1:-1]))
+    rgb = torch.stack([torch.tensor(c, dtype=torch.uint8).view(3, 1, 1).expand(3, 16, 16) for c in colours])
     batch = [(rgb, None)]
     torch.manual_seed(1337)  # the script's seed: the same scratch weights it started from
     # in training mode (batch statistics, as the steps saw it): 30 steps move BatchNorm's running means too little
     before = losses.mean_metrics(models.load_generator("scratch").train(), batch)["l1_ab"]
     after = losses.mean_metrics(models.load_generator(str(tmp_path / "run" / "ckpt.pt")).train(), batch)["l1_ab"]
-    assert after < 0.75 * before, (before, after)  # 46 -> 31 here
+    assert after < 0.75 * before, (before, after)  # 46 -> 30 here
 
 
 def test_stage1_classification_loss_and_its_cached_prior(script, split_photos, tmp_path):
@@ -75,7 +75,7 @@ def test_stage1_classification_loss_and_its_cached_prior(script, split_photos, t
 
 
 def test_stage1_resume_is_identical_to_never_stopping(script, split_photos, tmp_path):
-    common = [f"--dataset={split_photos}", "--init=scratch", *TINY]
+    common = [f"--dataset={split_photos}", "--init=scratch", *TINY, "--image_size=16", "--val_images=1"]  # the last --image_size wins
     ok(script("train_finetune.py", *common, "--max_steps=3", f"--out_dir={tmp_path / 'straight'}"))
     ok(script("train_finetune.py", *common, "--max_steps=1", f"--out_dir={tmp_path / 'stopped'}"))  # mid-epoch
     ok(script("train_finetune.py", *common, "--max_steps=3", "--resume=True", f"--out_dir={tmp_path / 'stopped'}"))
@@ -258,7 +258,7 @@ def test_two_cpu_processes_through_accelerate_stay_in_sync(split_photos, tmp_pat
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2", "--num_machines=1",
                 "--mixed_precision=no", "--dynamo_backend=no"]
     cmd = launcher + [str(ROOT / "train_gan.py"), f"--dataset={split_photos}", "--init=scratch", "--max_steps=2",
-                      f"--out_dir={tmp_path / 'ddp'}", *TINY, *GAN]
+                      f"--out_dir={tmp_path / 'ddp'}", *TINY, "--vgg_weights=none"]  # no torchvision import: 2 s a process
     p = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}, capture_output=True,
                        text=True, timeout=600)
     assert p.returncode == 0 and "weights identical on 2 process(es)" in p.stderr, p.stderr[-3000:]
@@ -270,7 +270,7 @@ def test_a_real_sigterm_with_loader_workers_saves_and_exits(split_photos, tmp_pa
 
     out = tmp_path / "killed"
     cmd = [sys.executable, str(ROOT / "train_gan.py"), f"--dataset={split_photos}", "--init=scratch", "--max_steps=1000",
-           f"--out_dir={out}", *TINY[:2], "--num_workers=1", "--log_every=1", *GAN]
+           f"--out_dir={out}", *TINY[:2], "--num_workers=1", "--log_every=1", "--vgg_weights=none"]
     p = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "ACCELERATE_USE_CPU": "1"})
     seen, deadline = "", time.time() + 300
     while "2/1000" not in seen and time.time() < deadline:  # wait until steps are being taken
