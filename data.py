@@ -346,7 +346,7 @@ def _hf_dataset(data: str, split: str):
         if "split" not in str(e).lower():
             raise DataError(f"{data}: cannot load split '{split}' ({str(e).splitlines()[0]})") from None
         raise DataError(f"{data}: has no split '{split}'") from None
-    except Exception as e:  # the hub client raises many types; the user needs one line
+    except (OSError, datasets.exceptions.DatasetsError) as e:  # no network, Hub answers, missing files: all derive from these
         raise DataError(f"{data}: cannot load split '{split}' ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
                         " -- give --dataset a local image folder, a save_to_disk folder or parquet files when offline") from None
     if "image" not in ds.column_names:

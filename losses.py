@@ -72,11 +72,9 @@ class VGGFeatures(nn.Module):
                         nn.init.zeros_(m.bias)
         else:
             if weights == "imagenet":
-                try:
-                    state = torchvision.models.VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
-                except Exception as e:
-                    raise VGGError(f"cannot download the VGG19 ImageNet weights ({type(e).__name__}); use "
-                                   "--vgg_weights=PATH (torchvision's vgg19-dcbb9e9d.pth) or --vgg_weights=random") from None
+                imagenet = torchvision.models.VGG19_Weights.IMAGENET1K_V1
+                with models.download_failure("VGG19 ImageNet", imagenet.url, "vgg_weights", VGGError):
+                    state = imagenet.get_state_dict(progress=False)
             else:
                 state = models.load_checkpoint(weights)
             state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}

@@ -12,11 +12,9 @@ Each takes weights = "default" (downloaded once into torch's hub cache), "random
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import warnings
 from pathlib import Path
-from urllib.error import URLError
 
 import torch
 import torch.nn as nn
@@ -47,21 +45,6 @@ def check_weights(option: str, spec: str) -> None:
     """Refuse a --*_weights value that is not default, random or an existing file."""
     if spec not in ("default", "random") and not Path(spec).is_file():
         raise MetricError(f"--{option} must be default, random or a weights file; {spec!r} is none of them")
-
-
-def _hub_file(url: str) -> Path:
-    """Where torch's hub cache keeps the download of url."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-
-
-@contextlib.contextmanager
-def _download(what: str, url: str, option: str):
-    """Turn a failed download into one line naming the file, where it goes, and the option that avoids it."""
-    try:
-        yield
-    except URLError as e:
-        raise MetricError(f"cannot download the {what} weights ({getattr(e, 'reason', e)}): put {url} at {_hub_file(url)}, "
-                          f"or pass --{option}=PATH (--{option}=random for a smoke test)") from None
 
 
 def _seeded(build) -> nn.Module:
@@ -107,7 +90,7 @@ def tf_inception(weights: str) -> nn.Module:
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
     if weights == "default":
-        with _download("FID Inception", URL_INCEPTION_V3, "fid_weights"):
+        with models.download_failure("FID Inception", URL_INCEPTION_V3, "fid_weights", MetricError):
             return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"])
     # torchvision's Inception with 1008 classes has exactly the port's keys and shapes
     net = _inception(aux_logits=False, num_classes=1008)
@@ -143,7 +126,7 @@ def tv_inception(weights: str) -> TVInception:
     from torchvision.models import Inception_V3_Weights, inception_v3
 
     if weights == "default":
-        with _download("torchvision Inception-v3", Inception_V3_Weights.IMAGENET1K_V1.url, "fid_weights"):
+        with models.download_failure("torchvision Inception-v3", Inception_V3_Weights.IMAGENET1K_V1.url, "fid_weights", MetricError):
             return TVInception(inception_v3(weights=Inception_V3_Weights.IMAGENET1K_V1))
     net = _inception(aux_logits=True)
     if weights != "random":
@@ -200,7 +183,7 @@ def lpips_network(net: str, weights: str, device: torch.device | str) -> nn.Modu
     from torchvision import models as tv
 
     backbone_url = {"alex": tv.AlexNet_Weights.IMAGENET1K_V1.url, "vgg": tv.VGG16_Weights.IMAGENET1K_V1.url}[net]
-    with warnings.catch_warnings(), _download(f"LPIPS {net}", backbone_url, "lpips_weights"):
+    with warnings.catch_warnings(), models.download_failure(f"LPIPS {net}", backbone_url, "lpips_weights", MetricError):
         warnings.simplefilter("ignore", UserWarning)  # lpips 0.1.4 asks torchvision with the old pretrained= argument
         model = _seeded(lambda: lpips.LPIPS(net=net, pnet_rand=weights != "default", verbose=False))
     if weights not in ("default", "random"):

@@ -5,6 +5,7 @@ Every script gets its generator from load_generator(spec) and writes checkpoints
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -183,6 +184,21 @@ def fetch_weights(urls: list[str] | tuple[str, ...]) -> Path:
             reason = f"HTTP {e.code} {e.reason}" if isinstance(e, urllib.error.HTTPError) else getattr(e, "reason", None) or e
             failures.append(f"{url.split('/')[2]}: {reason}")
     raise ModelError(f"{aside}cannot download {name} ({'; '.join(failures)}); offline, put that file at {dst}")
+
+
+def hub_cache_file(url: str) -> Path:
+    """Where torch.hub's cache keeps the download of url."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+@contextlib.contextmanager
+def download_failure(what: str, url: str, option: str, error: type[Exception] = ModelError):
+    """A failed torch.hub download of url as one line: the file, where it goes, and the option that avoids it."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:  # URLError and HTTPError are OSErrors; torch.hub reports a wrong hash as RuntimeError
+        raise error(f"cannot download the {what} weights ({getattr(e, 'reason', None) or e}): put {url} at "
+                    f"{hub_cache_file(url)}, or pass --{option}=PATH (--{option}=random for a smoke test)") from None
 
 
 def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> None:

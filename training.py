@@ -13,6 +13,7 @@ checks. Each script owns its models and its step; gan_step is train_gan.py's ste
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -99,7 +100,6 @@ class Run:
     def __init__(self, script: str, config: dict):
         from accelerate import Accelerator  # heavy: after the config has been checked
         from accelerate.utils import set_seed
-        from torch.utils.tensorboard import SummaryWriter
 
         self.script, self.config, self.out = script, config, Path(config["out_dir"])
         self.accelerator = Accelerator(mixed_precision=config["mixed_precision"])
@@ -113,8 +113,14 @@ class Run:
         self._resume_rng = None
         set_seed(config["seed"])  # the same on every process: identical initial weights
         self.out.mkdir(parents=True, exist_ok=True)
-        self.writer = SummaryWriter(str(self.out)) if self.is_main else None
         self._handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    @functools.cached_property
+    def writer(self):
+        """TensorBoard's writer on the main process (None elsewhere), made at first use: a run refused at start leaves no log."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(self.out)) if self.is_main else None
 
     def fail(self, message: str, code: int = 1) -> NoReturn:
         """Restore the signal handlers, then fail()."""
@@ -305,7 +311,7 @@ class Run:
         self._handlers = {}
         if getattr(self, "bar", None) is not None:
             self.bar.close()
-        if self.writer is not None:
+        if self.__dict__.get("writer") is not None:  # made, and on this process
             self.writer.close()
 
     def finish(self, *modules: nn.Module) -> None:
