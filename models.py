@@ -204,6 +204,7 @@ def download_failure(what: str, url: str, option: str, error: type[Exception] = 
 def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> None:
     """torch.save to a temp file beside path, then rename: a kill never leaves a half-written path."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:

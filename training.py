@@ -112,12 +112,12 @@ class Run:
         self._last_save = time.monotonic()
         self._resume_rng = None
         set_seed(config["seed"])  # the same on every process: identical initial weights
-        self.out.mkdir(parents=True, exist_ok=True)
         self._handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
 
     @functools.cached_property
     def writer(self):
-        """TensorBoard's writer on the main process (None elsewhere), made at first use: a run refused at start leaves no log."""
+        """TensorBoard's writer on the main process (None elsewhere), made at first use: a run refused at start leaves no
+        log (nor out_dir: the checkpoint and the prior make it when they are first written)."""
         from torch.utils.tensorboard import SummaryWriter
 
         return SummaryWriter(str(self.out)) if self.is_main else None
