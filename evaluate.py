@@ -148,7 +148,7 @@ with torch.no_grad():
         for G, acc in zip(generators, results):
             pred_ab = G(L, temperature)
             preds.append(lab_to_rgb(torch.cat([L, pred_ab.float()], 1)))
-            for k, v in losses.image_metrics(L, ab, pred_ab, vgg).items():
+            for k, v in losses.image_metrics(L, ab, pred_ab, vgg, rgb_pred=preds[-1]).items():
                 acc.setdefault(k, []).append(v.cpu())
             if lpips_net_ is not None:
                 acc.setdefault("lpips", []).append(metrics.lpips(lpips_net_, preds[-1], truth).cpu())

@@ -214,10 +214,13 @@ def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
     return sigma + 0.3 * mu
 
 
-def image_metrics(L: torch.Tensor, ab_true: torch.Tensor, ab_pred: torch.Tensor, vgg: VGGFeatures | None = None) -> dict[str, torch.Tensor]:
-    """Per-image metrics (each (N,)) of a prediction; the RGB images are clipped to [0,1]."""
+def image_metrics(L: torch.Tensor, ab_true: torch.Tensor, ab_pred: torch.Tensor, vgg: VGGFeatures | None = None,
+                  rgb_pred: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Per-image metrics (each (N,)) of a prediction; the RGB images are clipped to [0,1] (rgb_pred: the prediction's
+    RGB when the caller has already made it)."""
     ab_pred = ab_pred.float()
-    rgb_true, rgb_pred = data.lab_to_rgb(torch.cat([L, ab_true], 1)), data.lab_to_rgb(torch.cat([L, ab_pred], 1))
+    rgb_true = data.lab_to_rgb(torch.cat([L, ab_true], 1))
+    rgb_pred = data.lab_to_rgb(torch.cat([L, ab_pred], 1)) if rgb_pred is None else rgb_pred
     out = {
         "l1_ab": (ab_pred - ab_true).abs().flatten(1).mean(1),
         "mse_ab": (ab_pred - ab_true).square().flatten(1).mean(1),
