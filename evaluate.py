@@ -78,12 +78,6 @@ def figure(grid: torch.Tensor, labels: list[str]) -> Image.Image:
     return fig
 
 
-def png(rgb: torch.Tensor, path: Path) -> None:
-    """An RGB image in [0,1] (3,H,W) as an 8-bit PNG, written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    media.save(to_pil(rgb), path)
-
-
 # every refusal before anything heavy loads: the choices, sizes and vgg_weights as the training scripts check them
 training.check_config("evaluate.py", config)
 if not 0 < temperature <= 1:
@@ -155,7 +149,7 @@ with torch.no_grad():
         metrics.update_fid(fid_nets, fid_stats, truth, preds)
         for j, i in enumerate(index.tolist()):
             for folder, image in zip(out_dirs if save_outputs else [], [truth, *preds]):
-                png(image[j], folder / names[i])
+                media.save(to_pil(image[j]), folder / names[i])  # 8-bit PNG, written atomically
 
 # gather: every process's per-image rows, put back in dataset order
 mine_rows = {"index": torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long),

@@ -179,7 +179,7 @@ for folder in [out] + ([Path(space)] if space else []):
         fail(f"{folder} exists; choose another folder or pass --overwrite=True")
 if space and Path(space).resolve() == out.resolve():
     fail("--space must be another folder than OUT_DIR (a Space is its own repository)")
-if push and not re.fullmatch(r"[\w.-]+/[\w.-]+", push):
+if push and not models.HUB_REPO.fullmatch(push):
     fail(f"--push={push}: a Hub repository is OWNER/NAME")
 table = None
 if results:

@@ -4,7 +4,6 @@ and the per-image metrics that evaluate.py and the training scripts' validation 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -152,11 +151,7 @@ def load_or_compute_prior(path: Path, batches: Callable[[], Iterable[torch.Tenso
     if path.exists():
         return torch.from_numpy(np.load(path, allow_pickle=False))
     prior = ab_prior(batches(), bins)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:  # a file object: np.save would add .npy to the name
-        np.save(f, prior.numpy())
-    os.replace(tmp, path)  # a kill mid-write never leaves a half-written prior to be read on resume
+    models.write_atomic(path, lambda f: np.save(f, prior.numpy()))  # never a half-written prior for a resume to read
     return prior
 
 

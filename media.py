@@ -144,12 +144,14 @@ def _png_chunks(meta: dict) -> list[tuple[bytes, bytes]]:
 
 
 def save(img: Image.Image, path: Path, meta: dict | None = None) -> None:
-    """Write via a temp file and rename, the format from the suffix, with the metadata: no half-written output."""
+    """Write via a temp file and rename (its folder made if needed), the format from the suffix, with the metadata:
+    no half-written output."""
     meta = meta or {}
     suffix = path.suffix.lower()
     if img.mode == "RGBA" and suffix not in ALPHA_FORMATS:
         img = img.convert("RGB")
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # PIL picks the format from the suffix
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         if suffix == ".png":
             tmp.write_bytes(data.png_bytes(img, chunks=_png_chunks(meta)))
@@ -183,7 +185,6 @@ def colorize_files(G: models.ECCV16Generator, jobs: list[tuple[Path, Path]], siz
         return img, models.small_copy(img, size)
 
     def encode(img: Image.Image, ab: torch.Tensor, dst: Path) -> None:
-        dst.parent.mkdir(parents=True, exist_ok=True)
         save(models.paint(img, ab), dst, metadata(img))
 
     pool = ThreadPoolExecutor(workers) if workers else None

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ import data
 ECCV16_URLS = ("https://colorizers.s3.us-east-2.amazonaws.com/colorization_release_v2-9b330a0b.pth",
                "https://people.eecs.berkeley.edu/~rich.zhang/projects/2016_colorization/files/demo_release/"
                "colorization_release_v2-9b330a0b.pth")
+HUB_REPO = re.compile(r"[\w.-]+/[\w.-]+")  # a Hub repository's OWNER/NAME
 DOWNLOAD_TIMEOUT_S = 30  # per connection attempt and per read: a dead mirror moves on instead of hanging
 
 # Zhang et al.'s 313 in-gamut ab bins (grid 10): for each a, the range of b. In this order (a, then b)
@@ -136,12 +138,28 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float, apply: torch.Tens
 # ----------------------------------------------------------------------------- weights and checkpoints
 
 
-def _download(url: str, dst: Path, sha256_prefix: str | None) -> None:
-    """url -> dst through a temp file, the sha256 checked while streaming; OSError/ValueError when it fails."""
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    digest = hashlib.sha256()
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """write(f) into a temp file beside path (its folder made if needed), flushed to disk, then renamed over path:
+    a kill or an error never leaves a half-written path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r, open(tmp, "wb") as f:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _download(url: str, dst: Path, sha256_prefix: str | None) -> None:
+    """url -> dst (atomically), the sha256 checked while streaming; OSError/ValueError when it fails."""
+
+    def stream(f: BinaryIO) -> None:
+        digest = hashlib.sha256()
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r:
             total = int(r.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, disable=not sys.stderr.isatty(), leave=False) as bar:
                 while chunk := r.read(1 << 20):
@@ -150,16 +168,15 @@ def _download(url: str, dst: Path, sha256_prefix: str | None) -> None:
                     bar.update(len(chunk))
         if sha256_prefix and not digest.hexdigest().startswith(sha256_prefix):
             raise ValueError(f"served a file whose sha256 {digest.hexdigest()[:8]}... is not {sha256_prefix}")
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomic(dst, stream)
 
 
 def fetch_weights(urls: list[str] | tuple[str, ...]) -> Path:
     """The file the urls (mirrors of one file) name, in torch.hub's cache: downloaded once from the first mirror
     that serves it whole; its sha256 must start with the hash in its name."""
     name = urls[0].rsplit("/", 1)[-1]
-    dst = Path(torch.hub.get_dir()) / "checkpoints" / name
+    dst = hub_cache_file(urls[0])
     prefix = m.group(1) if (m := re.search(r"-([a-f0-9]{6,})\.", name)) else None
     aside = ""
     if dst.exists() and prefix:
@@ -173,7 +190,6 @@ def fetch_weights(urls: list[str] | tuple[str, ...]) -> Path:
         print(f"colorgan: {aside.rstrip('; ')}", file=sys.stderr)
     elif dst.exists():
         return dst
-    dst.parent.mkdir(parents=True, exist_ok=True)
     failures = []
     for url in urls:
         print(f"downloading {url} to {dst}", file=sys.stderr)
@@ -202,18 +218,8 @@ def download_failure(what: str, url: str, option: str, error: type[Exception] = 
 
 
 def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> None:
-    """torch.save to a temp file beside path, then rename: a kill never leaves a half-written path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """torch.save, atomically: a kill never leaves a half-written path."""
+    write_atomic(path, lambda f: torch.save(ckpt, f))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -264,7 +270,7 @@ def _hub_file(spec: str) -> Path:
                                         RevisionNotFoundError)
 
     repo, _, revision = spec.removeprefix("hf:").partition("@")
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+    if not HUB_REPO.fullmatch(repo):
         raise ModelError(f"{spec}: a Hub model is hf:OWNER/NAME or hf:OWNER/NAME@REVISION")
     try:
         return Path(hf_hub_download(repo, "model.safetensors", revision=revision or None))
