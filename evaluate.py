@@ -139,10 +139,11 @@ with torch.no_grad():
         indices.append(index)
         classes_seen.append(label[keep])
         truth, preds = rgb.float() / 255, []
+        lab_truth = lab_to_rgb(torch.cat([L, ab], 1))  # the metrics' ground truth (through Lab), once for every model
         for G, acc in zip(generators, results):
             pred_ab = G(L, temperature)
             preds.append(lab_to_rgb(torch.cat([L, pred_ab.float()], 1)))
-            for k, v in losses.image_metrics(L, ab, pred_ab, vgg, rgb_pred=preds[-1]).items():
+            for k, v in losses.image_metrics(L, ab, pred_ab, vgg, rgb_pred=preds[-1], rgb_true=lab_truth).items():
                 acc.setdefault(k, []).append(v.cpu())
             if lpips_net_ is not None:
                 acc.setdefault("lpips", []).append(metrics.lpips(lpips_net_, preds[-1], truth).cpu())

@@ -210,11 +210,11 @@ def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def image_metrics(L: torch.Tensor, ab_true: torch.Tensor, ab_pred: torch.Tensor, vgg: VGGFeatures | None = None,
-                  rgb_pred: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Per-image metrics (each (N,)) of a prediction; the RGB images are clipped to [0,1] (rgb_pred: the prediction's
-    RGB when the caller has already made it)."""
+                  rgb_pred: torch.Tensor | None = None, rgb_true: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Per-image metrics (each (N,)) of a prediction; the RGB images are clipped to [0,1] (rgb_pred, rgb_true: the
+    Lab->RGB of each when the caller has already made it, as for several models on one batch)."""
     ab_pred = ab_pred.float()
-    rgb_true = data.lab_to_rgb(torch.cat([L, ab_true], 1))
+    rgb_true = data.lab_to_rgb(torch.cat([L, ab_true], 1)) if rgb_true is None else rgb_true
     rgb_pred = data.lab_to_rgb(torch.cat([L, ab_pred], 1)) if rgb_pred is None else rgb_pred
     out = {
         "l1_ab": (ab_pred - ab_true).abs().flatten(1).mean(1),
