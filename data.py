@@ -30,6 +30,9 @@ WHITE_D65 = (0.95047, 1.0, 1.08883)
 RGB_FROM_WHITE_XYZ = tuple(tuple(m * w for m, w in zip(row, WHITE_D65)) for row in RGB_FROM_XYZ)  # XYZ / white -> RGB
 MAX_PIXELS = 100_000_000  # refuse larger images: a decompression bomb costs gigabytes
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+# the formats behind those suffixes (JPEG includes cameras' multi-picture MPO), the only ones PIL may open: it decodes by
+# content, and an EPS named x.png would otherwise go to Ghostscript
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "DIB", "GIF", "TIFF")
 DEFAULT_DATA = "Elriggs/imagenet-50-subset"
 MAX_STAND_INS = 16  # consecutive undecodable training photos before the dataset is called broken
 HELD_OUT_EVERY = 20  # without a validation split, every 20th photo (5%) is held out for validation
@@ -150,7 +153,7 @@ def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pix
     try:
         with warnings.catch_warnings():  # our own limit decides, not PIL's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
+            img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src, formats=IMAGE_FORMATS)
         if img.width * img.height > max_pixels:
             raise ImageError(too_big)
         img.load()
@@ -162,7 +165,7 @@ def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pix
     except IsADirectoryError:
         raise ImageError(f"{name}: is a directory, not an image") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image file (or a format PIL cannot read)") from None
+        raise ImageError(f"{name}: not an image file (or not one of {', '.join(sorted(IMAGE_SUFFIXES))})") from None
     except Image.DecompressionBombError:
         raise ImageError(too_big) from None
     except (OSError, SyntaxError, ValueError) as e:

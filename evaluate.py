@@ -6,7 +6,8 @@ and gathers every metric (the numbers of one process). Protocol (also written in
 L, ab from rgb_to_lab; prediction = lab_to_rgb(L, model(L)) clipped to [0,1]. Per image, then averaged: l1_ab,
 mse_ab (Lab units), auc (share of pixels with ab error <= t, t = 0..150, area / 150), psnr (RGB, data range 1;
 identical images count 100 dB), ssim (skimage's defaults), perceptual (L1 of VGG19 relu4_3 features), lpips,
-colorfulness (Hasler & Suesstrunk); over the set: delta_cf = |mean colorfulness of predictions - of ground truths|,
+colorfulness (Hasler & Suesstrunk) and colorfulness_ddcolor (DDColor's form, with |rg| and |yb|); over the set:
+delta_cf (and delta_cf_ddcolor) = |mean colorfulness of predictions - of ground truths|,
 fid (the standard TF-Inception FID) and fid_paired_tv (DDColor's: torchvision's Inception), both of the predictions
 against the ground truths of the same images. See metrics.PROTOCOL.
 """
@@ -50,8 +51,8 @@ save_outputs = ""  # write every prediction (and ground truth) as PNG under this
 per_class = False  # also report every per-image metric per class
 # -----------------------------------------------------------------------------
 config, _ = configurator.configure(globals())
-PER_IMAGE = ["l1_ab", "mse_ab", "auc", "psnr", "ssim", "perceptual", "lpips", "colorfulness"]
-METRICS = PER_IMAGE + ["delta_cf"] + metrics.FID_FLAVOURS["both"]
+PER_IMAGE = ["l1_ab", "mse_ab", "auc", "psnr", "ssim", "perceptual", "lpips", "colorfulness", "colorfulness_ddcolor"]
+METRICS = PER_IMAGE + ["delta_cf", "delta_cf_ddcolor"] + metrics.FID_FLAVOURS["both"]
 
 
 def fail(message: str) -> None:
@@ -62,7 +63,8 @@ def fail(message: str) -> None:
 def summarize(per_image: dict[str, torch.Tensor], mask: torch.Tensor) -> dict:
     """Mean of each per-image metric over the images in mask, plus delta_cf and the image count."""
     row = {k: per_image[k][mask].double().mean().item() if k in per_image else None for k in PER_IMAGE}
-    row["delta_cf"] = abs(row["colorfulness"] - per_image["colorfulness_true"][mask].double().mean().item())
+    for cf in ("colorfulness", "colorfulness_ddcolor"):
+        row[cf.replace("colorfulness", "delta_cf")] = abs(row[cf] - per_image[f"{cf}_true"][mask].double().mean().item())
     return {"n_images": int(mask.sum()), **row}
 
 
@@ -192,10 +194,10 @@ split_read = f"[{images.split}]" if images.split else f"[all of it: no '{split}'
 width = max(12, *map(len, labels))
 print(f"\n{n_used} images, {dataset} {split_read}, {image_size}x{image_size} ({resize})"
       + (f"; {len(skipped)} skipped" if skipped else "") + (f"; {world} processes" if world > 1 else ""))
-print(f"{'metric':<14}" + "".join(f"{name[-width:]:>{width + 2}}" for name in labels))
+print(f"{'metric':<20}" + "".join(f"{name[-width:]:>{width + 2}}" for name in labels))
 for k in ["n_images"] + METRICS:
     if any(r.get(k) is not None for r in rows):
-        print(f"{k:<14}" + "".join(f"{format(r[k], '.4f' if k != 'n_images' else 'd'):>{width + 2}}" for r in rows))
+        print(f"{k:<20}" + "".join(f"{format(r[k], '.4f' if k != 'n_images' else 'd'):>{width + 2}}" for r in rows))
 if out:
     protocol = {"dataset": dataset, "split": images.split, "n_images": n_used, "skipped": skipped, "processes": world,
                 "image_size": image_size, "resize": f"PIL bicubic, {'stretched' if resize == 'stretch' else 'central square'} ({resize})",
@@ -204,7 +206,9 @@ if out:
                 "perceptual": None if vgg_weights == "none" else f"L1 of VGG19 relu4_3 features ({vgg_weights})",
                 "lpips": None if lpips_net_ is None else {"backbone": lpips_net, "weights": lpips_weights, "method": metrics.PROTOCOL["lpips"]},
                 **{k: {"weights": fid_weights, "method": metrics.PROTOCOL[k]} for k in fids},
-                "colorfulness": "Hasler & Suesstrunk 2003 on 0-255 RGB"}
+                "colorfulness": "Hasler & Suesstrunk 2003 on 0-255 RGB: rg = R - G, yb = (R + G)/2 - B (signed, as published)",
+                "colorfulness_ddcolor": "DDColor's colorfulness.py: the same with |R - G| and |(R + G)/2 - B| (set beside "
+                                        "DDColor's CF and delta-CF)"}
     Path(out).write_text(json.dumps({"models": rows, "protocol": protocol}, indent=1))
 if grid:
     shown = []  # the first grid_images images that decode, the same however many processes ran

@@ -72,11 +72,9 @@ class VGGFeatures(nn.Module):
                         nn.init.zeros_(m.bias)
         else:
             if weights == "imagenet":
-                imagenet = torchvision.models.VGG19_Weights.IMAGENET1K_V1
-                with models.download_failure("VGG19 ImageNet", imagenet.url, "vgg_weights", VGGError):
-                    state = imagenet.get_state_dict(progress=False)
-            else:
-                state = models.load_checkpoint(weights)
+                weights = str(models.publisher_weights(torchvision.models.VGG19_Weights.IMAGENET1K_V1.url, "VGG19 ImageNet",
+                                                       "vgg_weights", VGGError))
+            state = models.load_checkpoint(weights)
             state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
             try:
                 features.load_state_dict(state)
@@ -200,10 +198,13 @@ def ssim(rgb_pred: torch.Tensor, rgb_true: torch.Tensor, win: int = 7) -> torch.
     return s.flatten(1).double().mean(1).float()
 
 
-def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
-    """(N,) Hasler and Suesstrunk 2003 on 0-255 RGB: sigma_rgyb + 0.3 mu_rgyb."""
+def colorfulness(rgb: torch.Tensor, absolute: bool = False) -> torch.Tensor:
+    """(N,) Hasler and Suesstrunk 2003 on 0-255 RGB: sigma_rgyb + 0.3 mu_rgyb; absolute=True takes |rg| and |yb| as
+    DDColor's colorfulness.py (pyimagesearch's code) does, which gives other numbers."""
     r, g, b = (rgb.float() * 255).unbind(1)
     rg, yb = (r - g).flatten(1), (0.5 * (r + g) - b).flatten(1)
+    if absolute:
+        rg, yb = rg.abs(), yb.abs()
     sigma = (rg.var(1, unbiased=False) + yb.var(1, unbiased=False)).sqrt()
     mu = (rg.mean(1).square() + yb.mean(1).square()).sqrt()
     return sigma + 0.3 * mu
@@ -224,6 +225,8 @@ def image_metrics(L: torch.Tensor, ab_true: torch.Tensor, ab_pred: torch.Tensor,
         "ssim": ssim(rgb_pred, rgb_true),
         "colorfulness": colorfulness(rgb_pred),
         "colorfulness_true": colorfulness(rgb_true),
+        "colorfulness_ddcolor": colorfulness(rgb_pred, absolute=True),
+        "colorfulness_ddcolor_true": colorfulness(rgb_true, absolute=True),
     }
     if vgg is not None:
         out["perceptual"] = perceptual(vgg, rgb_pred, rgb_true)

@@ -28,8 +28,8 @@ FID_UNBIASED_FROM = 2048  # fewer images than feature dimensions: FID is biased 
 LPIPS_NETS = {"alex": "alexnet", "vgg": "vgg16"}  # lpips' name -> torchvision's backbone
 SEED = 0  # "random" weights: the same every run
 PROTOCOL = {
-    "fid": "torch-fidelity's TF-Inception port (pool3, 2048-d) on uint8 predictions vs ground truths, torchmetrics' "
-           "FrechetInceptionDistance: the pytorch-fid / clean-fid / torch-fidelity network",
+    "fid": "torch-fidelity's TF-Inception port (pool3, 2048-d) with its TF 1.x bilinear resize to 299, on uint8 predictions "
+           "vs ground truths, torchmetrics' FrechetInceptionDistance sums: torch-fidelity's FID",
     "fid_paired_tv": "torchvision Inception-v3 (IMAGENET1K_V1), bilinear resize to 299 (align_corners=False), x*0.5+0.5 then "
                      "torchvision's transform_input (ImageNet mean/std), 2048-d avgpool; predictions vs the ground truths of the "
                      "same images, unbiased covariances (DDColor's basicsr/metrics/custom_fid.py)",
@@ -90,16 +90,17 @@ def tf_inception(weights: str) -> nn.Module:
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
     if weights == "default":
-        with models.download_failure("FID Inception", URL_INCEPTION_V3, "fid_weights", MetricError):
-            return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"])
+        weights = str(models.publisher_weights(URL_INCEPTION_V3, "FID Inception", "fid_weights", MetricError))
     # torchvision's Inception with 1008 classes has exactly the port's keys and shapes
     net = _inception(aux_logits=False, num_classes=1008)
     if weights != "random":
         _load_into(net, weights, "fid_weights")
-    with tempfile.TemporaryDirectory() as tmp:  # torch-fidelity reads weights only from a file
+    with tempfile.TemporaryDirectory() as tmp:  # torch-fidelity reads weights only from a file, and unpickles it: ours
         torch.save(net.state_dict(), Path(tmp) / "inception.pth")
+        # antialias=False: TF 1.x's bilinear resize to 299, as torch-fidelity and the original TF FID do (torchmetrics'
+        # default, antialiased, gives other features and another FID: 36.0 against 35.6 in the test)
         return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
-                                  feature_extractor_weights_path=str(Path(tmp) / "inception.pth"))
+                                  feature_extractor_weights_path=str(Path(tmp) / "inception.pth"), antialias=False)
 
 
 class TVInception(nn.Module):
@@ -123,11 +124,11 @@ class TVInception(nn.Module):
 
 def tv_inception(weights: str) -> TVInception:
     """DDColor's FID network with torchvision's ImageNet weights, seeded random ones, or a file of them."""
-    from torchvision.models import Inception_V3_Weights, inception_v3
+    from torchvision.models import Inception_V3_Weights
 
     if weights == "default":
-        with models.download_failure("torchvision Inception-v3", Inception_V3_Weights.IMAGENET1K_V1.url, "fid_weights", MetricError):
-            return TVInception(inception_v3(weights=Inception_V3_Weights.IMAGENET1K_V1))
+        weights = str(models.publisher_weights(Inception_V3_Weights.IMAGENET1K_V1.url, "torchvision Inception-v3", "fid_weights",
+                                               MetricError))
     net = _inception(aux_logits=True)
     if weights != "random":
         _load_into(net, weights, "fid_weights")
@@ -182,11 +183,14 @@ def lpips_network(net: str, weights: str, device: torch.device | str) -> nn.Modu
     import lpips
     from torchvision import models as tv
 
-    backbone_url = {"alex": tv.AlexNet_Weights.IMAGENET1K_V1.url, "vgg": tv.VGG16_Weights.IMAGENET1K_V1.url}[net]
-    with warnings.catch_warnings(), models.download_failure(f"LPIPS {net}", backbone_url, "lpips_weights", MetricError):
+    if weights == "default":
+        backbone_url = {"alex": tv.AlexNet_Weights.IMAGENET1K_V1.url, "vgg": tv.VGG16_Weights.IMAGENET1K_V1.url}[net]
+        weights = str(models.publisher_weights(backbone_url, f"LPIPS {net}", "lpips_weights", MetricError))
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # lpips 0.1.4 asks torchvision with the old pretrained= argument
-        model = _seeded(lambda: lpips.LPIPS(net=net, pnet_rand=weights != "default", verbose=False))
-    if weights not in ("default", "random"):
+        # pnet_rand: the backbone is never fetched by lpips (torch.hub would unpickle it); its weights are loaded below
+        model = _seeded(lambda: lpips.LPIPS(net=net, pnet_rand=True, verbose=False))
+    if weights != "random":
         backbone = getattr(tv, LPIPS_NETS[net])(weights=None)
         _load_into(backbone, weights, "lpips_weights")
         for part in model.net.children():  # lpips slices hold torchvision's feature layers under their own indices

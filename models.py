@@ -5,12 +5,12 @@ Every script gets its generator from load_generator(spec) and writes checkpoints
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import pickle
 import re
 import sys
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -32,6 +32,9 @@ ECCV16_URLS = ("https://colorizers.s3.us-east-2.amazonaws.com/colorization_relea
                "colorization_release_v2-9b330a0b.pth")
 HUB_REPO = re.compile(r"[\w.-]+/[\w.-]+")  # a Hub repository's OWNER/NAME
 DOWNLOAD_TIMEOUT_S = 30  # per connection attempt and per read: a dead mirror moves on instead of hanging
+DOWNLOAD_MAX_BYTES = 1 << 30  # the largest weights any script fetches (VGG19) are 548 MB: more is not the file
+DOWNLOAD_MAX_S = 3600  # a whole download, however slowly a server trickles bytes
+HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")  # torch.hub's convention: the sha256's first digits before the suffix
 
 # Zhang et al.'s 313 in-gamut ab bins (grid 10): for each a, the range of b. In this order (a, then b)
 # they are the release's pts_in_hull.npy; the release's model_out holds them / 110.
@@ -154,32 +157,40 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         tmp.unlink(missing_ok=True)
 
 
-def _download(url: str, dst: Path, sha256_prefix: str | None) -> None:
-    """url -> dst (atomically), the sha256 checked while streaming; OSError/ValueError when it fails."""
+def _download(url: str, dst: Path, sha256_prefix: str) -> None:
+    """url -> dst (atomically), the sha256 checked while streaming, size and time capped; OSError/ValueError when it fails."""
 
     def stream(f: BinaryIO) -> None:
-        digest = hashlib.sha256()
+        digest, start, size = hashlib.sha256(), time.monotonic(), 0
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r:
             total = int(r.headers.get("Content-Length") or 0) or None
+            if total and total > DOWNLOAD_MAX_BYTES:
+                raise ValueError(f"serves {total:,} bytes, over the limit of {DOWNLOAD_MAX_BYTES:,}")
             with tqdm(total=total, unit="B", unit_scale=True, disable=not sys.stderr.isatty(), leave=False) as bar:
                 while chunk := r.read(1 << 20):
+                    size += len(chunk)
+                    if size > DOWNLOAD_MAX_BYTES:
+                        raise ValueError(f"served more than the limit of {DOWNLOAD_MAX_BYTES:,} bytes")
+                    if time.monotonic() - start > DOWNLOAD_MAX_S:
+                        raise ValueError(f"took more than {DOWNLOAD_MAX_S} s")
                     digest.update(chunk)
                     f.write(chunk)
                     bar.update(len(chunk))
-        if sha256_prefix and not digest.hexdigest().startswith(sha256_prefix):
+        if not digest.hexdigest().startswith(sha256_prefix):
             raise ValueError(f"served a file whose sha256 {digest.hexdigest()[:8]}... is not {sha256_prefix}")
 
     write_atomic(dst, stream)
 
 
-def fetch_weights(urls: list[str] | tuple[str, ...]) -> Path:
-    """The file the urls (mirrors of one file) name, in torch.hub's cache: downloaded once from the first mirror
-    that serves it whole; its sha256 must start with the hash in its name."""
-    name = urls[0].rsplit("/", 1)[-1]
-    dst = hub_cache_file(urls[0])
-    prefix = m.group(1) if (m := re.search(r"-([a-f0-9]{6,})\.", name)) else None
+def fetch_weights(urls: list[str] | tuple[str, ...], name: str | None = None) -> Path:
+    """The file the urls (mirrors of one file) serve, in torch.hub's cache under name (default: the first url's file
+    name): downloaded once from the first mirror that serves it whole; its sha256 must start with the hash in name."""
+    name = name or urls[0].rsplit("/", 1)[-1]
+    if not (m := HASH_IN_NAME.search(name)):
+        raise ModelError(f"{name}: no sha256 in the file name (NAME-<first hex digits>.pth), so a download cannot be checked")
+    prefix, dst = m.group(1), hub_cache_file(name)
     aside = ""
-    if dst.exists() and prefix:
+    if dst.exists():
         with open(dst, "rb") as f:  # streamed: never 130 MB in memory at once
             digest = hashlib.file_digest(f, "sha256").hexdigest()
         if digest.startswith(prefix):
@@ -188,33 +199,30 @@ def fetch_weights(urls: list[str] | tuple[str, ...]) -> Path:
         dst.replace(bad)  # kept, not deleted: it may be the user's only copy of something
         aside = f"{dst} had sha256 {digest[:8]}..., not {prefix}: moved it to {bad.name}; "
         print(f"colorgan: {aside.rstrip('; ')}", file=sys.stderr)
-    elif dst.exists():
-        return dst
     failures = []
     for url in urls:
         print(f"downloading {url} to {dst}", file=sys.stderr)
         try:
             _download(url, dst, prefix)
             return dst
-        except (OSError, ValueError) as e:  # URLError, HTTPError (403...), timeouts, a wrong file
+        except (OSError, ValueError) as e:  # URLError, HTTPError (403...), timeouts, a wrong or oversized file
             reason = f"HTTP {e.code} {e.reason}" if isinstance(e, urllib.error.HTTPError) else getattr(e, "reason", None) or e
             failures.append(f"{url.split('/')[2]}: {reason}")
     raise ModelError(f"{aside}cannot download {name} ({'; '.join(failures)}); offline, put that file at {dst}")
 
 
-def hub_cache_file(url: str) -> Path:
-    """Where torch.hub's cache keeps the download of url."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-
-
-@contextlib.contextmanager
-def download_failure(what: str, url: str, option: str, error: type[Exception] = ModelError):
-    """A failed torch.hub download of url as one line: the file, where it goes, and the option that avoids it."""
+def publisher_weights(url: str, what: str, option: str, error: type[Exception] = ModelError) -> Path:
+    """A publisher's weights file (torchvision's, torch-fidelity's: the sha256 in its name) from torch.hub's cache,
+    downloaded once and checked, never unpickled by torch.hub; the failure is one line naming the option that avoids it."""
     try:
-        yield
-    except (OSError, RuntimeError) as e:  # URLError and HTTPError are OSErrors; torch.hub reports a wrong hash as RuntimeError
-        raise error(f"cannot download the {what} weights ({getattr(e, 'reason', None) or e}): put {url} at "
-                    f"{hub_cache_file(url)}, or pass --{option}=PATH (--{option}=random for a smoke test)") from None
+        return fetch_weights([url])
+    except ModelError as e:
+        raise error(f"the {what} weights: {e}, or pass --{option}=PATH (--{option}=random for a smoke test)") from None
+
+
+def hub_cache_file(url: str) -> Path:
+    """Where torch.hub's cache keeps the download of url (or of a file of that name)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
 def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> None:
@@ -291,7 +299,9 @@ def weights_path(spec: str) -> Path:
     """The file a model spec names: eccv16's cached download, hf:OWNER/NAME's cached file, a folder's model.safetensors, a file."""
     if spec == "eccv16":
         override = os.environ.get("COLORGAN_ECCV16_URL")  # one URL, or several separated by spaces
-        return fetch_weights(override.split() if override else ECCV16_URLS)
+        urls = override.split() if override else ECCV16_URLS
+        # an override's file name with a hash is checked against it; one without is checked against the release's
+        return fetch_weights(urls, None if HASH_IN_NAME.search(urls[0].rsplit("/", 1)[-1]) else ECCV16_URLS[0].rsplit("/", 1)[-1])
     if spec.startswith("hf:"):
         return _hub_file(spec)
     path = Path(spec)

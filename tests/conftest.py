@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+import data
 import models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,12 +49,40 @@ def photo_dir(tmp_path):
     return root
 
 
+def varied_generator(seed: int) -> models.ECCV16Generator:
+    """A release-format generator with random weights whose colour depends strongly on the input and varies across the
+    image (std ~7 Lab units within a photo): BatchNorm's statistics taken from synthetic photos, and the 313 logits
+    sharpened 100x. Plain random weights give an almost constant ab, which no "same pixels" test can tell apart."""
+    torch.manual_seed(seed)
+    G = models.ECCV16Generator()
+    for m in G.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the calibration batch
+    photos = torch.stack([torch.from_numpy(synthetic_rgb(i, 64, 64)).permute(2, 0, 1) for i in range(8)])
+    with torch.no_grad():
+        G.train()(data.uint8_to_l(photos))
+        G.model8[-1].weight.mul_(100)
+        G.model8[-1].bias.zero_()
+    for m in G.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.1
+    return G.eval()
+
+
 @pytest.fixture(scope="session")
 def release_weights(tmp_path_factory) -> str:
-    """A release-format state dict (82 keys) with random weights, as a .pth file."""
-    torch.manual_seed(0)
+    """A release-format state dict (82 keys) with random weights and input-dependent colour, as a .pth file."""
     path = tmp_path_factory.mktemp("weights") / "random-release.pth"
-    torch.save(models.ECCV16Generator().state_dict(), path)
+    torch.save(varied_generator(0).state_dict(), path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def other_weights(tmp_path_factory) -> str:
+    """A second such model (another seed): wherever two models or two runs are compared."""
+    path = tmp_path_factory.mktemp("weights") / "other-release.pth"
+    torch.save(varied_generator(1).state_dict(), path)
     return str(path)
 
 

@@ -161,8 +161,10 @@ def test_the_pipeline_gives_the_serial_loops_pixels_with_bounded_memory(release_
     assert sorted((s, d, e is None) for s, d, e in results) == [(s, d, i != 3) for i, (s, d) in enumerate(jobs)]
     assert most[0] <= 2 * 2 + 2  # photos decoded and not yet written, whatever the folder's length
     for src, dst in jobs[:3] + jobs[4:]:
-        expected = models.colorize(G, load(src), size=64)
-        assert np.array_equal(np.asarray(Image.open(dst)), np.asarray(expected)), src
+        expected = np.asarray(models.colorize(G, load(src), size=64), dtype=int)
+        # a batch of 2 and a batch of 1 differ by float rounding (ab within 2e-3), so a pixel may round one level apart
+        diff = np.abs(np.asarray(Image.open(dst), dtype=int) - expected)
+        assert diff.max() <= 1 and diff.mean() < 0.01, (src, diff.max(), diff.mean())
 
 
 def refused(result: tuple[int, str], out: Path, message: str) -> None:

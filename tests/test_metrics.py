@@ -63,6 +63,41 @@ def test_tv_network_is_ddcolors_preprocessing_and_torchvisions_inception(tmp_pat
         metrics.tv_inception(str(tmp_path / "wrong.pth"))
 
 
+def test_standard_fid_is_torch_fidelitys_network_on_the_8_bit_images_and_scipys_distance(tmp_path):
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    net = metrics.tf_inception("random")
+    torch.save(metrics._inception(aux_logits=False, num_classes=1008).state_dict(), tmp_path / "w.pth")  # the same seeded weights
+    reference = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(tmp_path / "w.pth")).eval()
+    g = torch.Generator().manual_seed(4)
+    truth = torch.rand(12, 3, 24, 24, generator=g)
+    pred = (truth * 0.5 + 0.5 * torch.rand(12, 3, 24, 24, generator=g)).clamp(0, 1)
+    nets = {"fid": net}
+    stats = metrics.fid_statistics(nets, 1, "cpu")
+    for start in range(0, 12, 5):
+        metrics.update_fid(nets, stats, truth[start:start + 5], [pred[start:start + 5]])
+    with torch.no_grad():  # torch-fidelity on the pixels a PNG of each image holds
+        features = [reference((x * 255).round().byte())[0].double().numpy() for x in (truth, pred)]
+    (real_mu, real_cov), (fake_mu, fake_cov) = ((f.mean(0), np.cov(f, rowvar=False)) for f in features)
+    # 12 images in 2048 dimensions: the covariances are singular, where scipy's sqrtm is unstable; the trace of the square
+    # root is the sum of the square roots of the product's eigenvalues (numpy, float64)
+    root_trace = np.sqrt(np.clip(np.linalg.eigvals(real_cov @ fake_cov).real, 0, None)).sum()
+    expected = ((real_mu - fake_mu) ** 2).sum() + np.trace(real_cov) + np.trace(fake_cov) - 2 * root_trace
+    fid = metrics.compute_fid(stats)["fid"][0]
+    assert fid == pytest.approx(expected, rel=1e-3) and fid > 1
+
+
+def lpips_by_hand(model, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Zhang et al. 2018's LPIPS from the network's parts: inputs in [-1, 1], unit-normalised channels, squared
+    differences weighted by the linear layers, spatial mean, summed over layers."""
+    fa, fb = (model.net(model.scaling_layer(x * 2 - 1)) for x in (a, b))
+    total = 0
+    for x, y, lin in zip(fa, fb, model.lins):
+        x, y = x / (x.square().sum(1, keepdim=True).sqrt() + 1e-10), y / (y.square().sum(1, keepdim=True).sqrt() + 1e-10)
+        total = total + (lin.model((x - y).square())).mean((2, 3))
+    return total.flatten()
+
+
 def test_lpips_is_zero_for_identical_images_and_reads_a_torchvision_backbone(tmp_path):
     from torchvision.models import alexnet
 
@@ -72,6 +107,8 @@ def test_lpips_is_zero_for_identical_images_and_reads_a_torchvision_backbone(tmp
     assert metrics.lpips(model, a, a).tolist() == [0, 0, 0]
     d = metrics.lpips(model, a, b)
     assert d.shape == (3,) and (d > 0).all()
+    with torch.no_grad():
+        torch.testing.assert_close(d, lpips_by_hand(model, a, b), rtol=1e-5, atol=1e-6)  # [0, 1] images taken as such
     torch.testing.assert_close(metrics.lpips(model, a[1:2], b[1:2]), d[1:2])  # per image: the batch does not matter
     torch.manual_seed(5)
     backbone = alexnet(weights=None)
@@ -81,21 +118,6 @@ def test_lpips_is_zero_for_identical_images_and_reads_a_torchvision_backbone(tmp
     torch.testing.assert_close(getattr(loaded.net.slice5, "10").weight, backbone.features[10].weight)
 
 
-def test_offline_default_weights_are_one_line_naming_the_file(tmp_path, monkeypatch):
-    from urllib.error import URLError
-
-    def offline(url, dst, *args, **kwargs):
-        raise URLError("no network here")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)  # never downloads, online or not
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    with pytest.raises(metrics.MetricError) as e:
-        metrics.tv_inception("default")
-    assert "no network here" in str(e.value) and str(tmp_path / "hub" / "checkpoints" / "inception_v3_google-0cc3c7bd.pth") in str(e.value)
-    assert "--fid_weights=PATH" in str(e.value) and "\n" not in str(e.value)
-    with pytest.raises(metrics.MetricError, match="alexnet-owt-7be5be79.pth.*--lpips_weights=PATH"):
-        metrics.lpips_network("alex", "default", "cpu")
-    with pytest.raises(metrics.MetricError, match="weights-inception-2015-12-05-6726825d.pth"):
-        metrics.tf_inception("default")
+def test_weights_options_are_default_random_or_a_file(tmp_path):  # the default downloads: test_weights.py
     with pytest.raises(metrics.MetricError, match="must be default, random or a weights file"):
         metrics.check_weights("fid_weights", str(tmp_path / "nope.pth"))

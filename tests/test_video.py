@@ -43,7 +43,7 @@ def test_a_clip_keeps_every_frame_its_timestamps_sound_and_metadata(colorize, re
     G = models.load_generator(release_weights)
     for got, src in zip(frames, src_frames):  # --temporal=0: each frame as the photo path colorizes it
         expected = np.asarray(models.colorize(G, Image.fromarray(src), size=64)).astype(int)
-        assert np.abs(got.astype(int) - expected).mean() < 2.5  # H.264 at crf 18 on a 64x48 frame
+        assert np.abs(got.astype(int) - expected).mean() < 3.5  # H.264 at crf 18 on a 64x48 frame of strong colour
     assert not list(tmp_path.glob(".*tmp*"))
 
 
