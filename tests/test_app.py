@@ -16,12 +16,13 @@ APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
 @pytest.fixture
-def app(monkeypatch, release_weights):
+def app(monkeypatch, release_weights, other_weights):
     from streamlit.testing.v1 import AppTest
 
     from streamlit import config
 
-    monkeypatch.setattr(sys, "argv", ["app.py", f"--baseline={release_weights}", f"--ckpt={release_weights}"])
+    # two different models: a column showing the other's colour would show
+    monkeypatch.setattr(sys, "argv", ["app.py", f"--baseline={other_weights}", f"--ckpt={release_weights}"])
     limit = config.get_option("server.maxUploadSize")
     config.set_option("server.maxUploadSize", 1)  # what the uploader states is what app.py enforces
     at = AppTest.from_file(APP, default_timeout=120)
@@ -54,7 +55,7 @@ def served(monkeypatch) -> dict[str, bytes]:
     return files
 
 
-def test_upload_shows_three_images_with_downloads(app, served, release_weights):
+def test_upload_shows_three_images_with_downloads(app, served, release_weights, other_weights):
     import models
 
     photo = Image.fromarray(synthetic_rgb(0, 60, 80))
@@ -65,9 +66,10 @@ def test_upload_shows_three_images_with_downloads(app, served, release_weights):
     assert len(at.image) == 3 and captions[0] == "Input (gray)" and captions[1].startswith("Baseline")
     assert len(at.download_button) == 3 and not at.error
     shown = [np.asarray(Image.open(io.BytesIO(served[img.value[0]])).convert("RGB")) for img in at.image]
-    expected = np.asarray(models.colorize(models.load_generator(release_weights), photo))
+    expected = [np.asarray(models.colorize(models.load_generator(spec), photo)) for spec in (other_weights, release_weights)]
     assert all(a.shape == (60, 80, 3) for a in shown)
-    assert np.array_equal(shown[2], expected)  # the GAN column is exactly colorize's output
+    assert np.array_equal(shown[1], expected[0]) and np.array_equal(shown[2], expected[1])  # each column is its model's output
+    assert np.abs(expected[0].astype(int) - expected[1]).mean() > 5  # and the two models differ
     assert np.ptp(shown[0].astype(int), axis=2).max() <= 1  # the input column is gray
 
 

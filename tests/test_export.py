@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 import models
-from conftest import synthetic_rgb
+from conftest import synthetic_rgb, varied_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,8 +41,7 @@ def export(monkeypatch, capsys, *args: str) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def trained_ckpt(tmp_path_factory) -> Path:
     """A ckpt.pt as train_gan.py writes it: G, a different EMA G, config and step."""
-    torch.manual_seed(1)
-    G, ema = models.ECCV16Generator(), models.ECCV16Generator()
+    G, ema = varied_generator(1), varied_generator(2)  # colour that depends on L: an ONNX graph ignoring L would show
     path = tmp_path_factory.mktemp("run") / "ckpt.pt"
     models.save_checkpoint({"generator": G.state_dict(), "generator_ema": ema.state_dict(), "step": 1234,
                             "config": {"lr_g": 2e-4, "dataset": "photos"}}, path)
@@ -77,7 +76,9 @@ def test_export_round_trip_is_bit_exact_and_onnx_matches(trained_ckpt, tmp_path,
         with torch.no_grad():
             expected = G(L).numpy()
         got = session.run(["ab"], {"L": L.numpy()})[0]
-        assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-3, np.abs(got - expected).max()
+        diff = np.abs(got - expected)
+        # sharp logits turn float rounding into up to ~0.03 of ab at a few pixels; the mean stays far below
+        assert got.shape == expected.shape and diff.max() < 0.1 and diff.mean() < 1e-3, (diff.max(), diff.mean())
 
     # the same pixels from the exported folder as from the ckpt.pt (the model's input at 64²: the weights decide, not the size)
     photo = Image.fromarray(synthetic_rgb(0, 90, 120))
@@ -102,6 +103,8 @@ def test_space_folder_runs_the_app_with_the_model_and_needs_only_its_requirement
     meta = yaml.safe_load((space / "README.md").read_text().split("---")[1])  # the block Spaces reads
     assert meta["sdk"] == "docker" and meta["app_port"] == 8501 and len(meta["short_description"]) <= 60
 
+    docker = (space / "Dockerfile").read_text().splitlines()
+    assert "RUN useradd -m -u 1000 user" in docker and "USER user" in docker  # Spaces run the container as user 1000
     command = json.loads(next(x for x in (space / "Dockerfile").read_text().splitlines() if x.startswith("CMD "))[4:])
     assert command[:3] == ["streamlit", "run", "app.py"] and "--server.port=8501" in command
     app_args = command[command.index("--") + 1:]

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 from skimage import color
 
+import data
 import models
 from conftest import synthetic_rgb
 
@@ -141,6 +142,20 @@ def test_ema_update_moves_parameters_and_copies_buffers():
 
 
 # ----------------------------------------------------------------------------- checkpoints and specs
+
+
+def test_the_fixture_models_colour_depends_on_the_input_and_varies_across_the_image():
+    from conftest import varied_generator
+
+    G, other = varied_generator(0), varied_generator(1)
+    photos = torch.stack([torch.from_numpy(synthetic_rgb(i, 64, 64)).permute(2, 0, 1) for i in range(20, 24)])
+    L = data.uint8_to_l(photos)
+    with torch.no_grad():
+        ab, ab_other = G(L), other(L)
+        dark, light = G(torch.zeros(1, 1, 64, 64)), G(torch.full((1, 1, 64, 64), 100.0))
+    assert ab.std((2, 3)).mean() > 3  # within each photo (plain random weights: 1e-3)
+    assert (ab - ab.flip(-1)).abs().mean() > 3 and (ab - ab.roll(1, 0)).abs().mean() > 3  # mirrored, or a neighbour's
+    assert (dark - light).abs().mean() > 5 and (ab - ab_other).abs().mean() > 3
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

@@ -56,6 +56,8 @@ def test_mkv_is_lossless_ffv1_and_the_filter_is_on_by_default(colorize, tmp_path
         assert c.streams.video[0].codec.name == "ffv1"
     filtered, raw = video.read_frames(tmp_path / "out.mkv")[0], video.read_frames(tmp_path / "raw.mkv")[0]
     assert np.array_equal(filtered[0], raw[0])  # nothing to lean on at the first frame
+    # on by default: the grain's flicker is calmed
+    assert video.flicker(filtered)[0] < 0.8 * video.flicker(raw)[0], (video.flicker(filtered), video.flicker(raw))
 
 
 def grainy_run(frames: int, cut_at: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,3 +119,29 @@ def test_broken_videos_are_refused_in_one_line_without_output(colorize, tmp_path
         code, err = colorize(tmp_path / name, tmp_path / out, *args)
         assert code == 1 and "Traceback" not in err and message in err.strip().splitlines()[-1], (name, err)
         assert not (tmp_path / out).exists() and not list(tmp_path.glob(".*tmp*")), name
+
+
+def test_the_filter_lets_go_at_6_l_units_and_a_cut_is_a_mean_change_over_12():
+    L = torch.full((2, 1, 32, 32), 50.0)
+    ab = torch.zeros(2, 2, 32, 32)
+    ab[1] = 10.0
+    for change, expected in ((0.0, 5.0), (3.0, 7.5), (6.0, 10.0), (9.0, 10.0)):  # weight = strength * (1 - change / 6)
+        L[1] = 50.0 + change
+        torch.testing.assert_close(video.temporal_filter(ab, L, None, 0.5)[0][1], torch.full((2, 32, 32), expected))
+    for jump, is_cut in ((22.0, False), (26.0, True)):  # half the frame jumps: a mean change of 11, then 13
+        L[1] = 50.0
+        L[1, :, :, 16:] += jump
+        still = video.temporal_filter(ab, L, None, 0.5)[0][1, :, :, :8]  # far from the jump: unchanged gray
+        assert torch.allclose(still, torch.full_like(still, 10.0 if is_cut else 5.0)), (jump, still.mean())
+
+
+def test_webm_is_vp9_and_crf_sets_the_quality(colorize, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=4, audio=False, grain=20)
+    assert colorize(clip, tmp_path / "out.webm")[0] == 0
+    with av.open(str(tmp_path / "out.webm")) as c:
+        assert c.streams.video[0].codec.name == "vp9" and c.streams.video[0].frames in (0, 4)
+    assert len(video.read_frames(tmp_path / "out.webm")[0]) == 4
+    for crf in (10, 40):
+        assert colorize(clip, tmp_path / f"crf{crf}.mp4", f"--crf={crf}")[0] == 0
+    assert (tmp_path / "crf40.mp4").stat().st_size < 0.7 * (tmp_path / "crf10.mp4").stat().st_size

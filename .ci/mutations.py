@@ -1,0 +1,61 @@
+"""Break the code on purpose, one break at a time, and check that the tests named for it fail (outside the suite).
+
+    python .ci/mutations.py            # every break; exits 1 if any break leaves its tests green
+    python .ci/mutations.py 3 7        # only those (their numbers in the table)
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# (file, the code, its broken form, the tests that must fail)
+BREAKS = [
+    ("train_finetune.py", "state = run.resume_state() if resume else None", "state = None", "tests/test_train.py -k stage1_resume"),
+    ("train_gan.py", "state = run.resume_state() if resume else None", "state = None", "tests/test_train.py -k sigterm_saves"),
+    ("media.py", "submit(encode, img, ab[i], dst)", "submit(encode, img, ab[(i + 1) % len(batch)], dst)",
+     "tests/test_colorize.py -k pipeline"),
+    ("export.py", "ab = self.G.model_out(torch.softmax(self.G.logits(L), 1))",
+     "ab = self.G.model_out(torch.softmax(self.G.logits(L * 0 + 50), 1))", "tests/test_export.py -k round_trip"),
+    ("models.py", 'ab_wide = F.interpolate(ab_small, size=(ab_small.shape[2], W), mode="bilinear")[0]',
+     'ab_wide = F.interpolate(ab_small, size=(ab_small.shape[2], W), mode="bilinear")[0].flip(-1)',
+     "tests/test_models.py -k release_pipeline"),
+    ("colorize.py", "temporal = 0.6", "temporal = 0.0", "tests/test_video.py -k default"),
+    ("metrics.py", "normalize=True", "normalize=False", "tests/test_metrics.py -k lpips"),
+    ("app.py", '(f"Baseline: {names[0]}", baseline, names[0]), (f"GAN: {names[1]}", ckpt, names[1])',
+     '(f"Baseline: {names[0]}", ckpt, names[0]), (f"GAN: {names[1]}", baseline, names[1])', "tests/test_app.py -k three_images"),
+    ("data.py", "WHITE_D65 = (0.95047, 1.0, 1.08883)", "WHITE_D65 = (0.95057, 1.0, 1.08883)", "tests/test_data.py -k million"),
+    ("losses.py", "        rg, yb = rg.abs(), yb.abs()", "        pass", "tests/test_evaluate.py -k side_by_side"),
+    ("metrics.py", ', antialias=False)', ')', "tests/test_metrics.py -k standard_fid"),
+    ("models.py", "        if digest.startswith(prefix):\n            return dst", "        if True:\n            return dst",
+     "tests/test_weights.py"),
+    ("data.py", ", formats=IMAGE_FORMATS)", ")", "tests/test_data.py -k eps"),
+    ("models.py", "                    if size > DOWNLOAD_MAX_BYTES:", "                    if False:", "tests/test_weights.py -k cap"),
+    ("losses.py", '"mse_ab": (ab_pred - ab_true).square().flatten(1).mean(1)', '"mse_ab": (ab_pred - ab_true).abs().flatten(1).mean(1)',
+     "tests/test_evaluate.py -k side_by_side"),
+]
+
+
+def main() -> int:
+    chosen = [int(a) for a in sys.argv[1:]] or range(len(BREAKS))
+    blind = 0
+    for i in chosen:
+        name, code, broken, tests = BREAKS[i]
+        path = ROOT / name
+        original = path.read_text()
+        assert original.count(code) == 1, (name, code)
+        try:
+            path.write_text(original.replace(code, broken))
+            p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-o", "tmp_path_retention_policy=none",
+                                *tests.split()],
+                               cwd=ROOT, capture_output=True, text=True, timeout=600)
+        finally:
+            path.write_text(original)
+        caught = p.returncode != 0 and " failed" in p.stdout  # a failing test, not a collection error
+        blind += not caught
+        print(f"{i:2d} {'caught' if caught else 'BLIND '} {name}: {broken.strip()[:70]!r} <- {tests}", flush=True)
+    return 1 if blind else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
