@@ -9,6 +9,7 @@ with its default and the comment beside it in the script. Nothing is exec'd.
 from __future__ import annotations
 
 import ast
+import os
 import re
 import sys
 from pathlib import Path
@@ -90,4 +91,9 @@ def configure(namespace: dict, argv: list[str] | None = None, positional: bool =
             namespace[k] = _parse(k, v, namespace[k])
         except ValueError as e:
             raise SystemExit(f"{prog}: {e}") from None
+    for k in keys:  # ~ as a path option's start: the shell does not expand it after --key=
+        if isinstance(namespace[k], str) and namespace[k].startswith("~"):
+            namespace[k] = os.path.expanduser(namespace[k])
+        elif isinstance(namespace[k], list):
+            namespace[k] = [os.path.expanduser(v) if isinstance(v, str) and v.startswith("~") else v for v in namespace[k]]
     return {k: namespace[k] for k in keys}, args

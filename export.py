@@ -14,6 +14,7 @@ Any script then takes --ckpt=OUT_DIR, and after --push (or `hf upload OWNER/NAME
 """
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -41,6 +42,7 @@ overwrite = False  # replace an existing OUT_DIR (and SPACE_DIR)
 config, paths = configurator.configure(globals(), positional=True)
 ONNX_TOLERANCE = 0.1  # ab, Lab units: well under one 8-bit level; a graph that ignores L is off by ~10
 ROOT = Path(__file__).resolve().parent
+EXPORT_FILES = {"README.md", "config.json", "model.safetensors", "model.onnx"}  # what an export folder holds
 SPACE_FILES = ["app.py", "configurator.py", "data.py", "models.py", ".streamlit/config.toml"]  # app.py and what it imports
 SPACE_PACKAGES = {"torch", "numpy", "pillow", "tqdm", "streamlit", "safetensors", "huggingface_hub"}
 
@@ -157,12 +159,34 @@ def write_space(folder: Path, model_dir: Path) -> None:
     (folder / "README.md").write_text(space_readme(f"colorgan: {model_dir.name}", ckpt, push))
 
 
+def written_by_export(folder: Path, space: bool) -> bool:
+    """True for a folder export.py wrote: an export (only its own files, a config.json naming colorgan) or a Space (a
+    Dockerfile that runs app.py); --overwrite replaces nothing else."""
+    try:
+        if space:
+            return "app.py" in (folder / "Dockerfile").read_text()
+        own = {p.name for p in folder.iterdir()} <= EXPORT_FILES
+        return own and json.loads((folder / "config.json").read_text()).get("library") == "colorgan"
+    except (OSError, ValueError):
+        return False
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it back at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def new_folder(out: Path):
     """A temporary folder beside out, renamed to out when the block succeeds (replacing it), removed otherwise."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
     try:
         yield tmp
+        mask = _umask()  # mkdtemp made the folder 0700: an export is for others to read, as any folder the user makes
+        for p in [tmp, *tmp.rglob("*")]:
+            p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             shutil.rmtree(out)
@@ -174,9 +198,12 @@ def new_folder(out: Path):
 if len(paths) != 2:
     fail("usage: python export.py SPEC OUT_DIR [--onnx=True] [--results=r.json] [--push=OWNER/NAME] [--space=DIR]  (see --help)")
 spec, out = paths[0], Path(paths[1])
-for folder in [out] + ([Path(space)] if space else []):
+for folder, is_space in [(out, False)] + ([(Path(space), True)] if space else []):
     if folder.exists() and not overwrite:
         fail(f"{folder} exists; choose another folder or pass --overwrite=True")
+    if folder.exists() and not written_by_export(folder, is_space):
+        fail(f"{folder} is not a folder export.py wrote (it holds {', '.join(sorted(p.name for p in folder.iterdir())[:4]) or 'no export'}"
+             "); --overwrite=True replaces only an export: choose another folder")
 if space and Path(space).resolve() == out.resolve():
     fail("--space must be another folder than OUT_DIR (a Space is its own repository)")
 if push and not models.HUB_REPO.fullmatch(push):

@@ -35,7 +35,7 @@ def _inputs(src: Path, exclude: Path) -> list[Path]:
     """The photos and videos under a folder, sorted, leaving out the output folder when it lies inside."""
     suffixes = data.IMAGE_SUFFIXES | video.VIDEO_SUFFIXES
     return sorted(f for f in src.rglob("*") if f.suffix.lower() in suffixes and f.is_file()
-                  and exclude not in f.parents and not f.name.startswith("."))
+                  and exclude not in f.resolve().parents and not f.name.startswith("."))  # resolved: relative paths too
 
 
 def _suffix(src: Path, fmt: str) -> str:
@@ -150,7 +150,7 @@ def save(img: Image.Image, path: Path, meta: dict | None = None) -> None:
     suffix = path.suffix.lower()
     if img.mode == "RGBA" and suffix not in ALPHA_FORMATS:
         img = img.convert("RGB")
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # PIL picks the format from the suffix
+    tmp = models.temp_beside(path)  # it keeps the suffix: PIL picks the format from it
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         if suffix == ".png":

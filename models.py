@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 import zipfile
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -141,12 +142,18 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float, apply: torch.Tens
 # ----------------------------------------------------------------------------- weights and checkpoints
 
 
+def temp_beside(path: Path) -> Path:
+    """A temp name beside path (its suffix kept), unique to this process and call: two jobs writing one folder never
+    share one, and the clean-up never meets a user's file."""
+    return path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """write(f) into a temp file beside path (its folder made if needed), flushed to disk, then renamed over path:
     a kill or an error never leaves a half-written path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_beside(path)
     try:
         with open(tmp, "wb") as f:
             write(f)

@@ -23,12 +23,13 @@ SCRIPT = "train_finetune.py"
 dataset = DEFAULT_DATA  # HF dataset OWNER/NAME, local HF dataset / parquet, or an image folder
 image_size = 256  # training resolution (a multiple of 8)
 batch_size = 16  # per process
-num_workers = 4  # DataLoader workers per process
+num_workers = training.default_workers()  # DataLoader workers per process (up to 4, no more than the CPUs)
 epochs = 3
 max_steps = 0  # stop after this many steps (0 = run the epochs)
 out_dir = "runs/finetune"  # ckpt.pt, the ab prior and TensorBoard logs go here
 init = "eccv16"  # generator: eccv16 (official weights), scratch, release weights or a ckpt.pt
 resume = False  # continue from out_dir/ckpt.pt exactly where it stopped
+overwrite = False  # start afresh in an out_dir that holds a run (its checkpoint and logs are replaced)
 seed = 1337
 mixed_precision = "no"  # no, fp16 or bf16
 save_every_epochs = 1  # checkpoint at these epoch ends

@@ -36,6 +36,7 @@ CHOICES = {"mixed_precision": ("no", "fp16", "bf16"), "loss": ("mse", "classific
 POSITIVE = ("image_size", "batch_size", "epochs", "log_every", "save_every_epochs", "save_every_minutes", "lr", "lr_g", "lr_d",
             "max_bad_steps", "max_bad_images", "prior_images")
 SHOWN = ("loss/train", "loss/D", "loss/G", "loss/G_L1")  # on the progress bar; TensorBoard has every loss
+RESUME_FIXED = ("image_size", "batch_size", "loss")  # what a resume cannot change: the step's shapes and its loss
 NOT_NEGATIVE = ("num_workers", "max_steps", "val_images", "val_every_steps", "sample_images", "lambda_l1", "lambda_perceptual",
                 "max_images", "grid_images")
 
@@ -79,8 +80,20 @@ def check_config(script: str, config: dict) -> None:
     vgg = config.get("vgg_weights", "none")
     if vgg not in ("imagenet", "random", "none") and not Path(vgg).is_file():
         fail(script, f"--vgg_weights must be imagenet, random, none or a vgg19 .pth file; {vgg!r} is none of them")
-    if config.get("resume") and not (Path(config["out_dir"]) / "ckpt.pt").is_file():
-        fail(script, f"--resume=True but {Path(config['out_dir']) / 'ckpt.pt'} does not exist")
+    ckpt = Path(config["out_dir"]) / "ckpt.pt"
+    if config.get("resume") and not ckpt.is_file():
+        fail(script, f"--resume=True but {ckpt} does not exist")
+    if config.get("resume") and config.get("overwrite"):
+        fail(script, "--resume=True continues the run in out_dir and --overwrite=True replaces it: choose one")
+    if not config.get("resume") and not config.get("overwrite") and ckpt.is_file():
+        fail(script, f"{ckpt} holds a run: --resume=True continues it, --overwrite=True starts afresh over it (its checkpoint "
+                     "and TensorBoard logs replaced), or choose another --out_dir")
+
+
+def default_workers() -> int:
+    """DataLoader workers: up to 4, no more than the CPUs this process may use (PyTorch warns above that)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(4, cpus)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -112,6 +125,9 @@ class Run:
         self._last_save = time.monotonic()
         self._resume_rng = None
         set_seed(config["seed"])  # the same on every process: identical initial weights
+        if config.get("overwrite") and self.is_main:  # asked for: the old run's logs and prior go, its checkpoint is replaced
+            for old in [*self.out.glob("events.out.tfevents.*"), self.out / "ab_prior.npy"]:
+                old.unlink(missing_ok=True)
         self._handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
 
     @functools.cached_property
@@ -183,6 +199,11 @@ class Run:
         """out_dir/ckpt.pt, with the position set from it; the RNG is restored when the loop starts."""
         with refusals(self.script):
             state = models.load_checkpoint(self.out / "ckpt.pt")
+        for key in RESUME_FIXED:
+            saved = state.get("config", {}).get(key, self.config.get(key))
+            if key in self.config and saved != self.config[key]:
+                self.fail(f"--{key}={self.config[key]!r} but the run in {self.out} was trained with {saved!r}: a resume keeps "
+                          f"it (drop the option), or start a new run in another --out_dir")
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.bad_images = dict.fromkeys(state.get("bad_images", []))
         self._resume_rng = state["rng"]
@@ -207,6 +228,11 @@ class Run:
         checkpoints (timer, epoch ends, signals) and the stops. max_steps, when set, overrides epochs."""
         self._state = state
         c = self.config
+        if (max_steps and self.step >= max_steps) or (not max_steps and self.epoch >= epochs):
+            if self.is_main:
+                print(f"{self.script}: {self.out / 'ckpt.pt'} is already at step {self.step} (epoch {self.epoch}): nothing to "
+                      "train; raise --max_steps or --epochs to go on", file=sys.stderr)
+            return
         if self._resume_rng is not None:
             models.set_rng_state(self._resume_rng)
         total = max_steps or epochs * len(self.train_loader)

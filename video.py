@@ -89,7 +89,7 @@ def colorize_video(G: models.ECCV16Generator, src: Path, dst: Path, size: int = 
     if not codec:
         raise VideoError(f"{dst}: cannot write video to {dst.suffix!r} (use .mp4, .mkv, .webm, .mov or --codec)")
     inp, in_v = _open(src)
-    tmp = dst.with_name(f".{dst.stem}.tmp{dst.suffix}")  # FFmpeg picks the container from the suffix
+    tmp = models.temp_beside(dst)  # it keeps the suffix: FFmpeg picks the container from it
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         out = av.open(str(tmp), "w")

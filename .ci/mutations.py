@@ -51,7 +51,7 @@ def main() -> int:
                                cwd=ROOT, capture_output=True, text=True, timeout=600)
         finally:
             path.write_text(original)
-        caught = p.returncode != 0 and " failed" in p.stdout  # a failing test, not a collection error
+        caught = "FAILED" in p.stdout  # a test failed (not a collection error); -x under xdist exits 2
         blind += not caught
         print(f"{i:2d} {'caught' if caught else 'BLIND '} {name}: {broken.strip()[:70]!r} <- {tests}", flush=True)
     return 1 if blind else 0

@@ -116,11 +116,26 @@ def test_a_folder_tree_is_mirrored_never_overwritten_and_resumable(colorize, tmp
     assert code == 0 and (out / "a" / "x.jpg").stat().st_mtime_ns != stamps[out / "a" / "x.jpg"], err
 
 
-def test_output_folder_inside_the_input_is_not_read_back(colorize, tmp_path):
+def test_output_folder_inside_the_input_is_not_read_back(colorize, tmp_path, monkeypatch):
     Image.fromarray(synthetic_rgb(0)).save(tmp_path / "p.png")
     assert colorize(tmp_path, tmp_path / "out", SMALL)[0] == 0
     assert colorize(tmp_path, tmp_path / "out", SMALL, "--skip_existing=True")[0] == 0
     assert sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*.png")) == ["out/p.png", "p.png"]
+    (tmp_path / "archive").mkdir()
+    Image.fromarray(synthetic_rgb(1)).save(tmp_path / "archive" / "q.png")
+    monkeypatch.chdir(tmp_path)  # the same with relative paths, as a user types them
+    for _ in range(2):
+        assert colorize("archive", "archive/out", SMALL, "--skip_existing=True")[0] == 0
+    assert sorted(str(f.relative_to(tmp_path)) for f in (tmp_path / "archive").rglob("*.png")) == ["archive/out/q.png", "archive/q.png"]
+
+
+def test_temp_names_are_unique_and_never_a_users_file(tmp_path):
+    (tmp_path / ".p.tmp.png").write_bytes(b"a user's file of the old fixed temp name")
+    names = {models.temp_beside(tmp_path / "p.png") for _ in range(100)}
+    assert len(names) == 100 and all(n.suffix == ".png" and n.parent == tmp_path for n in names)
+    media.save(Image.fromarray(synthetic_rgb(0)), tmp_path / "p.png")
+    assert (tmp_path / ".p.tmp.png").read_bytes() == b"a user's file of the old fixed temp name"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".p.tmp.png", "p.png"]
 
 
 def test_processes_share_the_files_without_overlap(colorize, tmp_path, monkeypatch):

@@ -21,7 +21,17 @@ from conftest import synthetic_rgb
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def reference(spec: str, files: list[Path], size: int) -> dict[str, float]:
+def ground_truth(f: Path, size: int, crop: bool = False) -> np.ndarray:
+    """The protocol's ground truth by hand: PIL bicubic to size x size, of the central square when crop."""
+    img = Image.open(f).convert("RGB")
+    if crop:
+        w, h = img.size
+        s = min(w, h)
+        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    return np.asarray(img.resize((size, size), Image.BICUBIC))
+
+
+def reference(spec: str, files: list[Path], size: int, crop: bool = False) -> dict[str, float]:
     """The README's protocol in plain numpy and scikit-image, one image at a time; the learned metrics from their own
     packages' networks (the same seeded weights) on those images."""
     import losses
@@ -32,7 +42,7 @@ def reference(spec: str, files: list[Path], size: int) -> dict[str, float]:
     acc: dict[str, list[float]] = {k: [] for k in ("l1_ab", "mse_ab", "auc", "psnr", "ssim", "cf", "cf_true", "cf_dd", "cf_dd_true",
                                                    "perceptual", "lpips")}
     for f in files:
-        gt = np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.BICUBIC)) / 255.0
+        gt = ground_truth(f, size, crop) / 255.0
         lab = color.rgb2lab(gt)
         with torch.no_grad():
             ab = G(torch.from_numpy(lab[..., 0]).float()[None, None])[0].permute(1, 2, 0).double().numpy()
@@ -120,6 +130,23 @@ def test_two_models_side_by_side_match_scikit_image_on_one_process_or_two(tmp_pa
 
     one, many = ({k: v for k, v in flat(row).items() if "lpips" not in k and "perceptual" not in k} for row in (rows[1], two["models"][0]))
     assert len(many) == 32 and many == pytest.approx(one, rel=1e-4, abs=1e-6)
+
+
+def test_center_crop_end_to_end(tmp_path, release_weights, script):
+    (tmp_path / "photos").mkdir()
+    for i, (h, w) in enumerate(((48, 90), (100, 60))):  # wide and tall
+        Image.fromarray(synthetic_rgb(i, h, w)).save(tmp_path / "photos" / f"{i}.png")
+    code, err = script("evaluate.py", f"--ckpt={release_weights}", f"--dataset={tmp_path / 'photos'}", "--image_size=32",
+                       "--num_workers=0", "--resize=center_crop", "--fid=none", "--vgg_weights=none", "--lpips_weights=none",
+                       f"--out={tmp_path / 'r.json'}", f"--save_outputs={tmp_path / 'saved'}")
+    assert code == 0, err
+    result = json.loads((tmp_path / "r.json").read_text())
+    files = sorted((tmp_path / "photos").glob("*.png"))
+    for f in files:
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "saved" / "ground_truth" / f.name)), ground_truth(f, 32, crop=True))
+    ref, row = reference(release_weights, files, 32, crop=True), result["models"][0]
+    assert row["l1_ab"] == pytest.approx(ref["l1_ab"], abs=TOLERANCE["l1_ab"]) and row["psnr"] == pytest.approx(ref["psnr"], abs=1e-5)
+    assert result["protocol"]["resize"].endswith("(center_crop)")
 
 
 @pytest.mark.parametrize("args, message", [

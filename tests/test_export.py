@@ -88,6 +88,12 @@ def test_export_round_trip_is_bit_exact_and_onnx_matches(trained_ckpt, tmp_path,
 
     code, err = export(monkeypatch, capsys, str(trained_ckpt), str(out))
     assert code == 1 and "exists" in err and "--overwrite=True" in err
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in [out, *out.iterdir()])  # readable by the machine's other users
+    assert export(monkeypatch, capsys, str(trained_ckpt), str(out), "--overwrite=True")[0] == 0  # an export: replaced
+    run = trained_ckpt.parent  # a training folder: never deleted, whatever --overwrite says
+    before = sorted(p.name for p in run.iterdir())
+    code, err = export(monkeypatch, capsys, str(trained_ckpt), str(run), "--overwrite=True")
+    assert code == 1 and "is not a folder export.py wrote" in err and sorted(p.name for p in run.iterdir()) == before, err
 
 
 def test_space_folder_runs_the_app_with_the_model_and_needs_only_its_requirements(trained_ckpt, tmp_path, monkeypatch, capsys):

@@ -281,3 +281,63 @@ def test_a_real_sigterm_with_loader_workers_saves_and_exits(split_photos, tmp_pa
     assert p.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in rest and "Traceback" not in rest, rest[-2000:]
     ckpt = models.load_checkpoint(out / "ckpt.pt")
     assert ckpt["step"] >= 2 and ckpt["batch_in_epoch"] == ckpt["step"] - 2 * ckpt["epoch"]
+
+
+def test_sigint_saves_and_a_second_signal_stops_at_once(script, split_photos, tmp_path, monkeypatch):
+    common = [f"--dataset={split_photos}", "--init=scratch", *TINY, "--image_size=16", "--max_steps=5"]
+    record = training.Run.record
+
+    def record_then_signal(times):
+        def patched(self, finite, logs):
+            record(self, finite, logs)
+            if self.step == 2:
+                for _ in range(times):
+                    os.kill(os.getpid(), signal.SIGINT)
+        return patched
+
+    monkeypatch.setattr(training.Run, "record", record_then_signal(1))  # Ctrl-C once: finish the step, save, say how to go on
+    code, err = script("train_finetune.py", *common, f"--out_dir={tmp_path / 'once'}")
+    assert code == 128 + signal.SIGINT and "stopped by SIGINT at step 3" in err and "--resume=True" in err, err
+    assert models.load_checkpoint(tmp_path / "once" / "ckpt.pt")["step"] == 3
+    monkeypatch.setattr(training.Run, "record", record_then_signal(2))  # twice: the previous handler, at once, no save
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            script("train_finetune.py", *common, f"--out_dir={tmp_path / 'twice'}")
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert models.load_checkpoint(tmp_path / "twice" / "ckpt.pt")["step"] == 2  # the epoch end's, not one at the signal
+
+
+def test_save_every_minutes_writes_checkpoints_between_epochs(script, split_photos, tmp_path, monkeypatch):
+    saved = []
+    save = models.save_checkpoint
+    monkeypatch.setattr(models, "save_checkpoint", lambda ckpt, path: (saved.append(ckpt["step"]), save(ckpt, path)))
+    common = [f"--dataset={split_photos}", "--init=scratch", *TINY, "--image_size=16", "--max_steps=3", "--save_every_epochs=1000"]
+    ok(script("train_finetune.py", *common, f"--out_dir={tmp_path / 'timer'}", "--save_every_minutes=1e-9"))
+    assert saved == [1, 2, 3]  # due at every step (no epoch end saves: --save_every_epochs=1000); 3 is max_steps' own
+
+
+def test_a_finished_run_is_never_replaced_or_extended_without_asking(script, split_photos, tmp_path):
+    common = [f"--dataset={split_photos}", "--init=scratch", *TINY, "--image_size=16", f"--out_dir={tmp_path / 'run'}"]
+    ok(script("train_finetune.py", *common, "--max_steps=2"))
+    before = (tmp_path / "run" / "ckpt.pt").read_bytes()
+    code, err = script("train_finetune.py", *common, "--max_steps=1")
+    assert code == 1 and "holds a run: --resume=True continues it, --overwrite=True starts afresh" in err, err
+    code, err = script("train_finetune.py", *common, "--max_steps=2", "--resume=True", "--image_size=24")
+    assert code == 1 and "--image_size=24 but the run in" in err and "trained with 16" in err, err
+    err = ok(script("train_finetune.py", *common, "--max_steps=2", "--resume=True"))  # finished: max_steps is the total
+    assert "already at step 2" in err and "nothing to train" in err, err
+    assert (tmp_path / "run" / "ckpt.pt").read_bytes() == before
+    ok(script("train_finetune.py", *common, "--max_steps=1", "--overwrite=True"))
+    assert models.load_checkpoint(tmp_path / "run" / "ckpt.pt")["step"] == 1
+    assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 1  # the old run's log went with it
+
+
+def test_a_tilde_in_a_path_option_is_the_home_folder(monkeypatch, tmp_path):
+    import configurator
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    namespace = {"dataset": "x", "ckpt": [], "out_dir": "runs/a"}
+    configurator.configure(namespace, ["--dataset=~/my-photos", "--ckpt=~/a.pt", "--ckpt=b.pt"])
+    assert namespace["dataset"] == str(tmp_path / "my-photos") and namespace["ckpt"] == [str(tmp_path / "a.pt"), "b.pt"]
