@@ -11,6 +11,8 @@ under a temp name and renamed; an existing output is never replaced unless --ove
 
 import gc
 import os
+import shlex
+import signal
 import sys
 
 gc.disable()  # importing torch makes ~180,000 objects that live until exit: collecting them is wasted time
@@ -103,21 +105,39 @@ except models.ModelError as e:
 photos = [(src, dst) for src, dst in jobs if src.suffix.lower() not in video.VIDEO_SUFFIXES]
 videos = [(src, dst) for src, dst in jobs if src.suffix.lower() in video.VIDEO_SUFFIXES]
 failed = []
-with tqdm(total=len(photos), disable=len(photos) < 2, unit="img", dynamic_ncols=True) as bar:
-    for src, dst, error in media.colorize_files(G, photos, size, temperature, batch_size, workers, max_pixels):
-        if error:
-            failed.append(error)
+
+
+def stop(signum: int, frame) -> None:
+    """SIGTERM as Ctrl-C: the job stops the same way (the photos being written finish, nothing is half-written)."""
+    raise KeyboardInterrupt(signum)
+
+
+previous = signal.signal(signal.SIGTERM, stop)
+try:
+    with tqdm(total=len(photos), disable=len(photos) < 2, unit="img", dynamic_ncols=True) as bar:
+        for src, dst, error in media.colorize_files(G, photos, size, temperature, batch_size, workers, max_pixels):
+            if error:
+                failed.append(error)
+                if len(jobs) > 1:  # one file's error is the closing line below
+                    bar.write(f"colorize.py: skipped {error}", file=sys.stderr)
+            bar.update()
+    for src, dst in videos:
+        try:
+            video.colorize_video(G, src, dst, size=size, temperature=temperature, temporal=temporal, batch_size=batch_size,
+                                 crf=crf, codec=codec, progress=len(jobs) > 1 or sys.stderr.isatty())
+        except video.VideoError as e:
+            failed.append(str(e))
             if len(jobs) > 1:  # one file's error is the closing line below
-                bar.write(f"colorize.py: skipped {error}", file=sys.stderr)
-        bar.update()
-for src, dst in videos:
-    try:
-        video.colorize_video(G, src, dst, size=size, temperature=temperature, temporal=temporal, batch_size=batch_size,
-                             crf=crf, codec=codec, progress=len(jobs) > 1 or sys.stderr.isatty())
-    except video.VideoError as e:
-        failed.append(str(e))
-        if len(jobs) > 1:  # one file's error is the closing line below
-            print(f"colorize.py: skipped {e}", file=sys.stderr)
+                print(f"colorize.py: skipped {e}", file=sys.stderr)
+except KeyboardInterrupt as e:
+    signum = e.args[0] if e.args else signal.SIGINT
+    written = sum(dst.exists() for _, dst in jobs)
+    again = [a for a in sys.argv if not a.startswith(("--skip_existing", "--overwrite"))] + ["--skip_existing=True"]
+    print(f"\ncolorize.py: stopped by {signal.Signals(signum).name}: {written} of {len(jobs)} outputs written, none half-written; "
+          f"to do the rest: python {shlex.join(again)}", file=sys.stderr)
+    sys.exit(128 + signum)
+finally:
+    signal.signal(signal.SIGTERM, previous)
 if failed:
     fail(failed[0] if len(jobs) == 1 else f"{len(failed)} of {len(jobs)} files failed (named above); the rest are written")
 if __name__ == "__main__":

@@ -74,6 +74,8 @@ def configure(namespace: dict, argv: list[str] | None = None, positional: bool =
                     overrides.append((k.strip(), value if isinstance(value, str) else repr(value)))
         elif arg.startswith("--"):
             k, eq, v = arg[2:].partition("=")
+            if not eq and k in keys and not isinstance(namespace[k], bool):  # --ckpt runs/x.pt: the space ate the value
+                raise SystemExit(f"{prog}: --{k} needs a value: --{k}=VALUE (with '=', not a space)")
             overrides.append((k, v if eq else "True"))
         elif positional:
             args.append(arg)

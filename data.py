@@ -156,6 +156,10 @@ def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pix
             img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src, formats=IMAGE_FORMATS)
         if img.width * img.height > max_pixels:
             raise ImageError(too_big)
+        frames = getattr(img, "n_frames", 1)
+        if frames > 1 and img.format != "MPO":  # a camera's MPO holds the photo and its preview: the first is the photo
+            raise ImageError(f"{name}: holds {frames} pages or frames; colorgan colorizes one picture a file (split it "
+                             "first, e.g. with ImageMagick: convert in.tif page-%d.png)")
         img.load()
         ImageOps.exif_transpose(img, in_place=True)  # in place: a 12 MP photo is not copied
     except ImageError:

@@ -56,6 +56,9 @@ def plan(paths: list[str], fmt: str = "") -> tuple[list[tuple[Path, Path]], list
     if len(paths) < 2:
         raise PlanError("usage: python colorize.py IN [IN ...] OUT  (see --help)")
     *inputs, out = map(Path, paths)
+    for p in inputs:
+        if p.is_dir() and p.resolve() == out.resolve():
+            raise PlanError(f"{out}: the output folder is the input folder; choose another (outputs never replace inputs)")
     if len(inputs) == 1 and not inputs[0].is_dir() and not out.is_dir() and out.suffix:
         if out.suffix.lower() not in OUTPUT_SUFFIXES:
             raise PlanError(f"{out}: unknown output format (use one of {', '.join(sorted(OUTPUT_SUFFIXES))})")

@@ -250,6 +250,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if magic.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF")):
         raise ModelError(f"{path}: an image, not a checkpoint (a model is eccv16, scratch, a .pth/.pt/.safetensors file, "
                          "an exported folder or hf:OWNER/NAME)")
+    if path.suffix == ".onnx":
+        raise ModelError(f"{path}: an ONNX file is for other runtimes; give the folder export.py wrote it in (its "
+                         "model.safetensors is the same model)")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import zlib
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -247,3 +249,44 @@ def test_the_readme_sample_photo_colorizes(colorize, tmp_path):
     assert code == 0, err
     out = np.asarray(Image.open(tmp_path / "camera-color.png"))
     assert out.shape == (512, 512, 3) and np.ptp(out.astype(int), axis=2).max() > 0  # colour where there was none
+
+
+def test_newcomers_mistakes_are_one_line_that_says_what_to_do(colorize, tmp_path, release_weights):
+    (tmp_path / "dir").mkdir()
+    Image.fromarray(synthetic_rgb(0)).save(tmp_path / "dir" / "p.png")
+    frames = [Image.fromarray(synthetic_rgb(i)) for i in range(3)]
+    frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    cases = [((tmp_path / "dir", tmp_path / "dir"), "the output folder is the input folder"),
+             ((tmp_path / "dir" / "p.png", tmp_path / "o.png", "--ckpt", release_weights), "--ckpt needs a value: --ckpt=VALUE"),
+             ((tmp_path / "dir" / "p.png", tmp_path / "o.png", f"--ckpt={tmp_path / 'model.onnx'}"), "give the folder export.py wrote"),
+             ((tmp_path / "pages.tif", tmp_path / "o.tif"), "holds 3 pages or frames"),
+             ((tmp_path / "anim.gif", tmp_path / "o.png"), "holds 3 pages or frames")]
+    for args, message in cases:
+        code, err = colorize(*args)
+        assert code != 0 and "Traceback" not in err and message in err.strip().splitlines()[-1], (args, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["anim.gif", "dir", "model.onnx", "pages.tif"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_folder_job_says_how_far_it_got_and_how_to_finish(colorize, tmp_path, monkeypatch, signum):
+    for i in range(5):
+        Image.fromarray(synthetic_rgb(i)).save(tmp_path / f"p{i}.png")
+    save, saved = media.save, []
+
+    def save_then_signal(*a, **k):
+        save(*a, **k)
+        saved.append(a[1])
+        if len(saved) == 2:
+            os.kill(os.getpid(), signum)
+
+    monkeypatch.setattr(media, "save", save_then_signal)
+    code, err = colorize(tmp_path, tmp_path / "out", SMALL, "--workers=0", "--batch_size=1")
+    last = err.strip().splitlines()[-1]
+    assert code == 128 + signum and "Traceback" not in err and err.count("colorize.py:") == 1, err
+    assert f"stopped by {signal.Signals(signum).name}: 2 of 5 outputs written" in last and "--skip_existing=True" in last, last
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png"]  # no temp file left
+    monkeypatch.setattr(media, "save", save)
+    assert colorize(tmp_path, tmp_path / "out", SMALL, "--skip_existing=True")[0] == 0
+    assert len(list((tmp_path / "out").iterdir())) == 5
