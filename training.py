@@ -80,6 +80,8 @@ def check_config(script: str, config: dict) -> None:
     vgg = config.get("vgg_weights", "none")
     if vgg not in ("imagenet", "random", "none") and not Path(vgg).is_file():
         fail(script, f"--vgg_weights must be imagenet, random, none or a vgg19 .pth file; {vgg!r} is none of them")
+    if "out_dir" not in config:  # evaluate.py's options: no run to resume or replace
+        return
     ckpt = Path(config["out_dir"]) / "ckpt.pt"
     if config.get("resume") and not ckpt.is_file():
         fail(script, f"--resume=True but {ckpt} does not exist")

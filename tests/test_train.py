@@ -300,11 +300,12 @@ def test_sigint_saves_and_a_second_signal_stops_at_once(script, split_photos, tm
     assert code == 128 + signal.SIGINT and "stopped by SIGINT at step 3" in err and "--resume=True" in err, err
     assert models.load_checkpoint(tmp_path / "once" / "ckpt.pt")["step"] == 3
     monkeypatch.setattr(training.Run, "record", record_then_signal(2))  # twice: the previous handler, at once, no save
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own (an xdist worker ignores SIGINT)
     try:
         with pytest.raises(KeyboardInterrupt):
             script("train_finetune.py", *common, f"--out_dir={tmp_path / 'twice'}")
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     assert models.load_checkpoint(tmp_path / "twice" / "ckpt.pt")["step"] == 2  # the epoch end's, not one at the signal
 
