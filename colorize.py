@@ -124,7 +124,7 @@ try:
     for src, dst in videos:
         try:
             video.colorize_video(G, src, dst, size=size, temperature=temperature, temporal=temporal, batch_size=batch_size,
-                                 crf=crf, codec=codec, progress=len(jobs) > 1 or sys.stderr.isatty())
+                                 crf=crf, codec=codec)
         except video.VideoError as e:
             failed.append(str(e))
             if len(jobs) > 1:  # one file's error is the closing line below

@@ -77,6 +77,15 @@ def _open(src: Path):
     return container, streams[0]
 
 
+def expected_frames(inp, in_v) -> tuple[int | None, bool]:
+    """(frames, exact): the stream's own count (MP4), else its duration times its rate (MKV and TS state no count)."""
+    if in_v.frames:
+        return in_v.frames, True
+    rate = in_v.average_rate or in_v.guessed_rate
+    seconds = float(in_v.duration * in_v.time_base) if in_v.duration else inp.duration / 1e6 if inp.duration else None
+    return (round(seconds * rate), False) if seconds and rate else (None, False)
+
+
 def colorize_video(G: models.ECCV16Generator, src: Path, dst: Path, size: int = 256, temperature: float = 1.0,
                    temporal: float = 0.6, batch_size: int = 4, crf: int = 18, codec: str = "",
                    progress: bool = True) -> int:
@@ -114,15 +123,18 @@ def colorize_video(G: models.ECCV16Generator, src: Path, dst: Path, size: int = 
         out.metadata.update(inp.metadata)
         out_v.metadata.update(in_v.metadata)
         in_v.thread_type = "AUTO"  # FFmpeg's own decoding threads
-        total = in_v.frames or None
+        total, exact = expected_frames(inp, in_v)
         frames, error = _run(G, inp, in_v, out, out_v, copies, size, temperature, temporal, batch_size,
-                             tqdm(total=total, unit="frame", disable=not progress, leave=False, desc=src.name))
+                             tqdm(total=total, unit="frame", disable=not progress, leave=False, desc=src.name,
+                                  mininterval=0.1 if sys.stderr.isatty() else 30))  # a log gets a line every 30 s
         if frames == 0:
             raise VideoError(f"{src}: no frame decodes ({error or 'empty video stream'})")
         out.close()
-        if error or (total and frames < total):  # a truncated file: the frames that decode are kept, and said so
-            print(f"colorize.py: {src}: decoding stopped after {frames}{f' of {total}' if total else ''} frames "
-                  f"({error or 'the file ends early'}); wrote those", file=sys.stderr)
+        # a truncated file: the frames that decode are kept, and said so (a count from the duration is an estimate)
+        if error or (total and frames < (total if exact else total - max(2, total // 50))):
+            of = f" of {'' if exact else 'about '}{total}" if total else ""
+            print(f"colorize.py: {src}: decoding stopped after {frames}{of} frames ({error or 'the file ends early'}); "
+                  "wrote those", file=sys.stderr)
         tmp.replace(dst)
         return frames
     except av.error.FFmpegError as e:

@@ -145,3 +145,22 @@ def test_webm_is_vp9_and_crf_sets_the_quality(colorize, tmp_path):
     for crf in (10, 40):
         assert colorize(clip, tmp_path / f"crf{crf}.mp4", f"--crf={crf}")[0] == 0
     assert (tmp_path / "crf40.mp4").stat().st_size < 0.7 * (tmp_path / "crf10.mp4").stat().st_size
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".ts"])
+def test_a_truncated_mkv_or_ts_says_where_decoding_stopped(colorize, tmp_path, suffix):
+    clip = tmp_path / f"clip{suffix}"
+    make_clip(clip, frames=48, audio=False)
+    (tmp_path / f"cut{suffix}").write_bytes(clip.read_bytes()[: clip.stat().st_size * 6 // 10])
+    code, err = colorize(tmp_path / f"cut{suffix}", tmp_path / "out.mkv")
+    written = len(video.read_frames(tmp_path / "out.mkv")[0])
+    assert code == 0 and f"decoding stopped after {written} of about" in err and written < 40, err
+    code, err = colorize(clip, tmp_path / "whole.mkv")  # a whole file says nothing of the kind
+    assert code == 0 and "decoding stopped" not in err, err
+
+
+def test_a_single_video_shows_progress_with_a_total_without_a_terminal(colorize, tmp_path):
+    clip = tmp_path / "clip.mkv"
+    make_clip(clip, frames=6, audio=False, codec="ffv1")
+    code, err = colorize(clip, tmp_path / "out.mkv")  # stderr is captured here: not a terminal
+    assert code == 0 and "clip.mkv:" in err and "/6 [" in err, err  # tqdm's count out of the total from the duration
