@@ -11,7 +11,7 @@ import torch
 
 import configurator
 import models
-from data import ImageError, lab_to_rgb, load_image, png_bytes, to_pil, to_uint8_tensor, uint8_to_l
+from data import ImageError, load_image, png_bytes
 
 # -----------------------------------------------------------------------------
 baseline = "eccv16"  # middle column's model spec ("" hides it)
@@ -39,15 +39,19 @@ def generator(spec: str, device: str) -> models.ECCV16Generator:
 
 
 def as_gray(img):
-    """The photo's CIELAB L alone, as RGB (alpha kept): what the models see."""
-    L = uint8_to_l(to_uint8_tensor(img)[None])
-    gray = to_pil(lab_to_rgb(torch.cat([L, torch.zeros_like(L), torch.zeros_like(L)], 1))[0])
-    if img.mode == "RGBA":
-        gray.putalpha(img.getchannel("A"))
-    return gray
+    """The photo's CIELAB L alone, as RGB (alpha kept): what the models see; painted in bands, as the colour is, so a
+    large upload costs no full-size float copy."""
+    return models.paint(img, torch.zeros(2, 1, 1))
 
 
 st.title("colorgan: automatic colorization")
+broken = {}  # each model is checked (and loaded, once per server) at start, not after the first upload
+for spec in dict.fromkeys(s for s in (baseline, ckpt) if s):
+    try:
+        generator(spec, device)
+    except models.ModelError as e:
+        broken[spec] = str(e)
+        st.error(str(e))
 upload = st.file_uploader("A photo (JPEG, PNG or WebP); colour photos are shown as the gray input the models see",
                           type=["jpg", "jpeg", "png", "webp"])
 temperature = st.slider("Temperature: 1 is the release's mean colour, lower is more saturated (the paper uses 0.38)",
@@ -68,14 +72,10 @@ names = models.spec_labels([baseline, ckpt])  # two models called ckpt.pt get tw
 panels = [("Input (gray)", None, "gray"), (f"Baseline: {names[0]}", baseline, names[0]), (f"GAN: {names[1]}", ckpt, names[1])]
 for column, (title, spec, name) in zip(st.columns(3), panels):
     with column:
-        if spec == "":
+        if spec == "" or spec in broken:
             continue
-        try:
-            with st.spinner("colorizing..."):
-                img = as_gray(photo) if spec is None else models.colorize(generator(spec, device), photo, temperature=temperature)
-        except models.ModelError as e:
-            st.error(str(e))
-            continue
+        with st.spinner("colorizing..."):
+            img = as_gray(photo) if spec is None else models.colorize(generator(spec, device), photo, temperature=temperature)
         st.image(img, caption=title, width="stretch", output_format="PNG")  # exactly the downloaded pixels
         download = f"{stem}-{Path(name.replace('/', '_')).stem if spec else name}.png"
         st.download_button("Download PNG", png_bytes(img), download, "image/png", key=title)

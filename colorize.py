@@ -42,6 +42,7 @@ temporal = 0.6  # video: strength of the temporal filter on colour in [0, 1) (0 
 crf = 18  # video: H.264/VP9 quality (lower is better and bigger; 18 looks lossless on most film)
 codec = ""  # video: libx264, libvpx-vp9, ffv1... ('' = from the output's suffix: .mp4 H.264, .mkv FFV1, .webm VP9)
 max_pixels = data.MAX_PIXELS  # refuse larger images (decompression bombs)
+max_video_pixels = video.MAX_PIXELS  # refuse videos with larger frames (8K is 33 MP; memory grows with the frame)
 # -----------------------------------------------------------------------------
 config, paths = configurator.configure(globals(), positional=True)
 
@@ -124,7 +125,7 @@ try:
     for src, dst in videos:
         try:
             video.colorize_video(G, src, dst, size=size, temperature=temperature, temporal=temporal, batch_size=batch_size,
-                                 crf=crf, codec=codec)
+                                 crf=crf, codec=codec, max_pixels=max_video_pixels)
         except video.VideoError as e:
             failed.append(str(e))
             if len(jobs) > 1:  # one file's error is the closing line below

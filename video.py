@@ -25,6 +25,7 @@ WRITE_SUFFIXES = {".mp4": "libx264", ".mov": "libx264", ".m4v": "libx264", ".mkv
                   ".avi": "ffv1"}
 CUT_THRESHOLD = 12.0  # mean |L change| (0-100) of 8x8-pooled frames above which a scene cut resets the filter
 MOTION_SCALE = 6.0  # |L change| (0-100, after a 4x4 blur that drowns film grain) at which the filter lets go fully
+MAX_PIXELS = 40_000_000  # refuse larger frames (8K is 33 MP): memory grows with the frame, ~50 bytes a pixel in flight
 QUEUE_FRAMES = 8  # decoded and painted frames waiting between the threads: memory is flat whatever the clip's length
 
 
@@ -88,7 +89,7 @@ def expected_frames(inp, in_v) -> tuple[int | None, bool]:
 
 def colorize_video(G: models.ECCV16Generator, src: Path, dst: Path, size: int = 256, temperature: float = 1.0,
                    temporal: float = 0.6, batch_size: int = 4, crf: int = 18, codec: str = "",
-                   progress: bool = True) -> int:
+                   progress: bool = True, max_pixels: int = MAX_PIXELS) -> int:
     """Colorize src into dst (codec from dst's suffix unless given), keeping size, timestamps, rotation, audio,
     subtitles and metadata; returns the frames written. VideoError for files that cannot be read or written."""
     import av
@@ -98,6 +99,10 @@ def colorize_video(G: models.ECCV16Generator, src: Path, dst: Path, size: int = 
     if not codec:
         raise VideoError(f"{dst}: cannot write video to {dst.suffix!r} (use .mp4, .mkv, .webm, .mov or --codec)")
     inp, in_v = _open(src)
+    width, height = in_v.codec_context.width, in_v.codec_context.height
+    if width * height > max_pixels:
+        inp.close()
+        raise VideoError(f"{src}: {width}x{height} frames, over the limit of {max_pixels:,} pixels (--max_video_pixels)")
     tmp = models.temp_beside(dst)  # it keeps the suffix: FFmpeg picks the container from it
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -148,3 +148,20 @@ def test_transparency_is_kept_as_on_the_command_line(app, served, release_weight
     expected = models.colorize(models.load_generator(release_weights), Image.fromarray(rgba, "RGBA"))
     assert all(im.mode == "RGBA" and np.array_equal(np.asarray(im)[..., 3], rgba[..., 3]) for im in shown + downloads)
     assert np.array_equal(np.asarray(shown[2]), np.asarray(expected)) and np.array_equal(np.asarray(downloads[2]), np.asarray(expected))
+
+
+def test_a_missing_model_is_said_at_start_and_the_gray_panel_is_l_alone(monkeypatch, served, release_weights, tmp_path):
+    from streamlit.testing.v1 import AppTest
+    from skimage import color
+
+    monkeypatch.setattr(sys, "argv", ["app.py", f"--baseline={tmp_path / 'missing.pt'}", f"--ckpt={release_weights}"])
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert at.error and "missing.pt: no such file" in at.error[0].value  # before any upload
+    rgb = synthetic_rgb(4, 50, 70)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG")
+    at = upload(at, "photo.png", buf.getvalue())
+    gray = np.asarray(Image.open(io.BytesIO(served[at.image[0].value[0]])).convert("RGB"))
+    assert len(at.image) == 2 and np.ptp(gray.astype(int), axis=2).max() <= 1  # the baseline column is left out
+    assert np.abs(color.rgb2lab(gray)[..., 0] - color.rgb2lab(rgb)[..., 0]).max() < 0.6  # the photo's own L

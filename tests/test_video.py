@@ -114,7 +114,8 @@ def test_broken_videos_are_refused_in_one_line_without_output(colorize, tmp_path
              ("sound.mp4", "out.mp4", [], "has no video stream"),
              ("clip.mp4", "out.webm", [], "its audio (aac) cannot be copied into .webm"),
              ("clip.mp4", "out.mp4", ["--codec=nonesuch"], "cannot encode with nonesuch"),
-             ("missing.mp4", "out.mp4", [], "no such file")]
+             ("missing.mp4", "out.mp4", [], "no such file"),
+             ("clip.mp4", "out.mp4", ["--max_video_pixels=3000"], "64x48 frames, over the limit of 3,000 pixels")]
     for name, out, args, message in cases:
         code, err = colorize(tmp_path / name, tmp_path / out, *args)
         assert code == 1 and "Traceback" not in err and message in err.strip().splitlines()[-1], (name, err)
