@@ -8,8 +8,10 @@
 6. video: a 640x360 clip through video.colorize_video vs a one-frame-at-a-time loop over the photo path
 """
 
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -70,9 +72,12 @@ def report(section: str, name: str, value: float, unit: str) -> None:
     print(f"{section:>9}  {name:<44} {value:10.2f} {unit}", flush=True)
 
 
-files = sorted(Path(photos).glob("*.jpg")) if Path(photos).is_dir() else []
+files = sorted(p for p in Path(photos).iterdir() if p.suffix.lower() in (".jpg", ".jpeg")) if Path(photos).is_dir() else []
 tmp = Path(tempfile.mkdtemp(prefix="colorgan-bench-"))
+atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # ~200 MB of outputs and clips: gone however the run ends
 if not files:  # a fresh clone has no ../shared: synthetic JPEGs of the same size
+    print(f"bench.py: no JPEGs in --photos={photos}; using 64 synthetic 341x256 photos (figures are not comparable to the "
+          "README's)", file=sys.stderr)
     rng = np.random.default_rng(0)
     for i in range(64):
         y, x = np.mgrid[0:256, 0:341] / 256
