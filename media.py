@@ -6,6 +6,7 @@ input's EXIF, ICC and text, and colorize_files() decodes and encodes in threads 
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,10 +33,19 @@ class PlanError(ValueError):
 
 
 def _inputs(src: Path, exclude: Path) -> list[Path]:
-    """The photos and videos under a folder, sorted, leaving out the output folder when it lies inside."""
+    """The photos and videos under a folder, sorted, leaving out the output folder when it lies inside; symlinked
+    folders are followed, each real folder once (a link back up the tree is no loop)."""
     suffixes = data.IMAGE_SUFFIXES | video.VIDEO_SUFFIXES
-    return sorted(f for f in src.rglob("*") if f.suffix.lower() in suffixes and f.is_file()
-                  and exclude not in f.resolve().parents and not f.name.startswith("."))  # resolved: relative paths too
+    found, seen = [], set()
+    for root, dirs, files in os.walk(src, followlinks=True):
+        real = Path(root).resolve()
+        if real in seen or real == exclude or exclude in real.parents:  # resolved: relative paths too
+            dirs.clear()
+            continue
+        seen.add(real)
+        found += [Path(root) / f for f in files if Path(f).suffix.lower() in suffixes and not f.startswith(".")
+                  and (Path(root) / f).is_file()]
+    return sorted(found)
 
 
 def _suffix(src: Path, fmt: str) -> str:
@@ -120,21 +130,23 @@ def srgb_profile() -> bytes:
 def metadata(img: Image.Image) -> dict:
     """What an output keeps of its input: EXIF (load_image turned the pixels upright and dropped the orientation tag,
     so no viewer turns them again), an sRGB ICC profile when the input had
-    one (data.load_image converts the pixels to sRGB), PNG text and the JPEG comment."""
+    one (data.load_image converts the pixels to sRGB), PNG text, the JPEG comment and the DPI (a scan's print size)."""
     meta = {"exif": img.info.get("exif"), "icc": srgb_profile() if img.info.get("icc_profile") else None,
-            "comment": img.info.get("comment")}
+            "comment": img.info.get("comment"), "dpi": img.info.get("dpi")}
     text = getattr(img, "text", None) or {k: v for k, v in img.info.items() if isinstance(v, str) and k[:1].isupper()}
     meta["text"] = dict(text)
     return meta
 
 
 def _png_chunks(meta: dict) -> list[tuple[bytes, bytes]]:
-    """PNG chunks for the metadata: iCCP, eXIf, tEXt (iTXt where the text is not Latin-1)."""
+    """PNG chunks for the metadata: iCCP, eXIf, pHYs (the DPI), tEXt (iTXt where the text is not Latin-1)."""
     chunks = []
     if meta.get("icc"):
         chunks.append((b"iCCP", b"sRGB\0\0" + zlib.compress(meta["icc"])))
     if meta.get("exif"):
         chunks.append((b"eXIf", meta["exif"].removeprefix(b"Exif\0\0")))
+    if meta.get("dpi"):  # pixels per metre, unit 1
+        chunks.append((b"pHYs", b"".join(round(float(d) / 0.0254).to_bytes(4, "big") for d in meta["dpi"]) + b"\1"))
     text = dict(meta.get("text") or {})
     if meta.get("comment") and "Comment" not in text:
         text["Comment"] = meta["comment"].decode("latin-1") if isinstance(meta["comment"], bytes) else meta["comment"]
@@ -166,6 +178,8 @@ def save(img: Image.Image, path: Path, meta: dict | None = None) -> None:
                 options["icc_profile"] = meta["icc"]
             if meta.get("comment") and suffix in (".jpg", ".jpeg"):
                 options["comment"] = meta["comment"]
+            if meta.get("dpi") and suffix in (".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"):
+                options["dpi"] = tuple(round(float(d)) for d in meta["dpi"])
             img.save(tmp, **options)
         tmp.replace(path)
     finally:

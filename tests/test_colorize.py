@@ -290,3 +290,17 @@ def test_a_stopped_folder_job_says_how_far_it_got_and_how_to_finish(colorize, tm
     monkeypatch.setattr(media, "save", save)
     assert colorize(tmp_path, tmp_path / "out", SMALL, "--skip_existing=True")[0] == 0
     assert len(list((tmp_path / "out").iterdir())) == 5
+
+
+def test_symlinked_folders_are_followed_once_and_dpi_is_kept(colorize, tmp_path):
+    (tmp_path / "archive" / "roll1").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    Image.fromarray(synthetic_rgb(0)).save(tmp_path / "archive" / "roll1" / "a.jpg", dpi=(600, 600))
+    Image.fromarray(synthetic_rgb(1)).save(tmp_path / "elsewhere" / "b.png", dpi=(300, 300))
+    (tmp_path / "archive" / "linked").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "archive" / "roll1" / "loop").symlink_to(tmp_path / "archive")  # a link back up: no endless walk
+    assert colorize(tmp_path / "archive", tmp_path / "out", SMALL)[0] == 0
+    written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert written == ["linked/b.png", "roll1/a.jpg"], written
+    assert Image.open(tmp_path / "out" / "roll1" / "a.jpg").info["dpi"] == (600, 600)
+    assert [round(d) for d in Image.open(tmp_path / "out" / "linked" / "b.png").info["dpi"]] == [300, 300]
