@@ -3,6 +3,10 @@
   python colorize.py in.jpg out.png             one photo (the output format from its name)
   python colorize.py film.mp4 film-color.mp4    one video, sound kept (see video.py)
   python colorize.py archive/ colored/          a folder tree, mirrored; --skip_existing=True resumes it
+  python colorize.py in.jpg out.png --ckpt=siggraph17 --hints=hints.json    colour where you say (or --hints=layer.png)
+
+A SIGGRAPH17 model takes hints: --hints for one photo (JSON points or a painted RGBA layer, see hints.py); in a folder
+job, photo.hints.json beside photo.jpg.
 
 The model sees a 256x256 copy; its ab is upsampled onto the photo's own full-resolution L. Outputs are written
 under a temp name and renamed; an existing output is never replaced unless --overwrite=True. Under
@@ -21,6 +25,7 @@ from tqdm import tqdm  # noqa: E402
 
 import configurator  # noqa: E402
 import data  # noqa: E402
+import hints as hint_files  # noqa: E402
 import media  # noqa: E402
 import models  # noqa: E402
 import video  # noqa: E402
@@ -29,7 +34,8 @@ gc.freeze()  # and later collections skip them
 gc.enable()
 
 # -----------------------------------------------------------------------------
-ckpt = "eccv16"  # model: eccv16 (official weights, downloaded once), weights .pth/.safetensors, ckpt.pt, folder, hf:OWNER/NAME
+ckpt = "eccv16"  # model: eccv16 or siggraph17 (official weights, downloaded once), .pth/.safetensors, ckpt.pt, folder, hf:OWNER/NAME
+hints = ""  # SIGGRAPH17 models: hints for one photo, a .json of points or a painted RGBA .png (folders: NAME.hints.json)
 size = 256  # the model's input size (the release uses 256)
 temperature = 1.0  # annealed-mean temperature in (0, 1]: 1 is the release's mean, 0.38 the paper's (more saturated)
 device = "auto"  # auto, cpu, cuda, cuda:N or mps
@@ -97,11 +103,34 @@ if existing and not overwrite:
     print(f"colorize.py: {len(existing)} outputs exist, {len(jobs)} to do", file=sys.stderr)
 for note in notes:
     print(f"colorize.py: {note}", file=sys.stderr)
+hints_for = {}  # photo -> its hints, each file read and checked before the weights load
+try:
+    if hints:
+        if len(paths) != 2 or os.path.isdir(paths[0]):
+            fail(f"--hints={hints}: hints are for one photo (in a folder job, put NAME.hints.json beside each photo)")
+        if paths[0].lower().endswith(tuple(video.VIDEO_SUFFIXES)):
+            fail(f"--hints={hints}: hints for videos are not supported yet (a photo only)")
+        if ckpt == "eccv16":
+            fail(f"--hints={hints}: eccv16 has no hint input; use --ckpt=siggraph17 or a model trained with --arch=siggraph17")
+        hints_for = {src: hint_files.read(hints) for src, _ in jobs}  # none when --skip_existing found it done
+    else:
+        hints_for = {src: hint_files.read(hint_files.sidecar(src)) for src, _ in jobs if hint_files.sidecar(src).is_file()}
+    for src, h in hints_for.items():
+        hint_files.check(h, *hint_files.displayed_size(src))
+except hint_files.HintError as e:
+    fail(str(e))
 device = pick_device(device)
 try:
     G = models.load_generator(ckpt, device)
 except models.ModelError as e:
     fail(str(e))
+if hints_for and not G.takes_hints:
+    if hints:
+        fail(f"--hints={hints}: {ckpt} is an ECCV16 model, which has no hint input; use --ckpt=siggraph17 or a model "
+             "trained with --arch=siggraph17")
+    print(f"colorize.py: {len(hints_for)} {hint_files.SIDECAR} files ignored: {ckpt} is an ECCV16 model (no hint input)",
+          file=sys.stderr)
+    hints_for = {}
 
 photos = [(src, dst) for src, dst in jobs if src.suffix.lower() not in video.VIDEO_SUFFIXES]
 videos = [(src, dst) for src, dst in jobs if src.suffix.lower() in video.VIDEO_SUFFIXES]
@@ -116,7 +145,8 @@ def stop(signum: int, frame) -> None:
 previous = signal.signal(signal.SIGTERM, stop)
 try:
     with tqdm(total=len(photos), disable=len(photos) < 2, unit="img", dynamic_ncols=True) as bar:
-        for src, dst, error in media.colorize_files(G, photos, size, temperature, batch_size, workers, max_pixels):
+        for src, dst, error in media.colorize_files(G, photos, size, temperature, batch_size, workers, max_pixels,
+                                                          hints_for):
             if error:
                 failed.append(error)
                 if len(jobs) > 1:  # one file's error is the closing line below

@@ -10,6 +10,11 @@ colorfulness (Hasler & Suesstrunk) and colorfulness_ddcolor (DDColor's form, wit
 delta_cf (and delta_cf_ddcolor) = |mean colorfulness of predictions - of ground truths|,
 fid (the standard TF-Inception FID) and fid_paired_tv (DDColor's: torchvision's Inception), both of the predictions
 against the ground truths of the same images. See metrics.PROTOCOL.
+
+--hints=0,1,2,5,10 evaluates each SIGGRAPH17 model at each number of hints (the paper's sweep): n 6x6 squares per image
+at the evaluation size, centres drawn around the image centre (sigma a quarter of the side) from the image's index,
+each the ground truth's mean ab over it -- the same points for every model in every run. An ECCV16 model has no hint
+input: it gets one column, marked so.
 """
 
 import json
@@ -21,6 +26,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 import configurator
+import hints as hint_sim
 import losses
 import media
 import metrics
@@ -49,6 +55,7 @@ grid = ""  # write a comparison figure (gray | each model | ground truth) here
 grid_images = 6  # rows of the figure
 save_outputs = ""  # write every prediction (and ground truth) as PNG under this new folder, one subfolder per model
 per_class = False  # also report every per-image metric per class
+hints = ""  # SIGGRAPH17 models: numbers of simulated hints to sweep, e.g. 0,1,2,5,10,20,50,100 ('' = none)
 # -----------------------------------------------------------------------------
 config, _ = configurator.configure(globals())
 PER_IMAGE = ["l1_ab", "mse_ab", "auc", "psnr", "ssim", "perceptual", "lpips", "colorfulness", "colorfulness_ddcolor"]
@@ -97,6 +104,12 @@ if fid == "both" and fid_weights not in ("default", "random"):
     fail("--fid_weights=PATH fits one network: use it with --fid=standard or --fid=tv")
 if save_outputs and Path(save_outputs).exists() and any(Path(save_outputs).iterdir()):
     fail(f"--save_outputs={save_outputs}: the folder exists and is not empty (give a new one: nothing is overwritten)")
+try:
+    counts = sorted({int(n) for n in hints.split(",")}) if hints else []
+except ValueError:
+    counts = [-1]
+if any(n < 0 for n in counts):
+    fail(f"--hints={hints}: a comma-separated list of hint counts, e.g. 0,1,2,5,10")
 labels = models.spec_labels(ckpt)
 
 from accelerate import Accelerator  # heavy: after the refusals
@@ -112,7 +125,14 @@ try:
     lpips_net_ = None if lpips_weights == "none" else metrics.lpips_network(lpips_net, lpips_weights, device)
 except (DataError, models.ModelError, losses.VGGError, metrics.MetricError) as e:
     fail(str(e))
-fid_stats = metrics.fid_statistics(fid_nets, len(generators), device)
+# one column per (model, hint count); a model without a hint input gets one column whatever the counts
+columns = [(j, n) for j, G in enumerate(generators) for n in (counts if counts and G.takes_hints else [None])]
+spec_of = [ckpt[j] for j, _ in columns]
+labels = [labels[j] + ("" if n is None else f"@{n}") for j, n in columns]
+for j, G in enumerate(generators):
+    if counts and not G.takes_hints:
+        print(f"evaluate.py: {ckpt[j]} has no hint input (ECCV16): one column, without hints", file=sys.stderr)
+fid_stats = metrics.fid_statistics(fid_nets, len(columns), device)
 n_total = min(max_images, len(images)) if max_images else len(images)
 mine = list(range(rank, n_total, world))  # this process's images; every metric is gathered below
 loader = torch.utils.data.DataLoader(torch.utils.data.Subset(images, mine), batch_size, num_workers=num_workers,
@@ -124,7 +144,7 @@ if save_outputs:  # an input's path below --dataset (HF data: its index), as .pn
     names = {i: dst for i, (_, dst) in enumerate(media.distinct(files)[0])} if files else {i: Path(f"{i:06d}.png") for i in mine}
 out_dirs = [Path(save_outputs) / name.replace("/", "_") for name in ["ground_truth", *labels]]
 
-results = [{} for _ in generators]  # per model: metric -> list of (N,) tensors
+results = [{} for _ in columns]  # per column: metric -> list of (N,) tensors
 indices, classes_seen, skipped, position = [], [], [], 0
 with torch.no_grad():
     for rgb, label, bad in tqdm(loader, unit="batch", desc="evaluate", file=sys.stderr, disable=not accelerator.is_main_process):
@@ -142,8 +162,9 @@ with torch.no_grad():
         classes_seen.append(label[keep])
         truth, preds = rgb.float() / 255, []
         lab_truth = lab_to_rgb(torch.cat([L, ab], 1))  # the metrics' ground truth (through Lab), once for every model
-        for G, acc in zip(generators, results):
-            pred_ab = G(L, temperature)
+        for (j, n), acc in zip(columns, results):
+            given = hint_sim.sweep(ab, n, index.tolist()) if n else None
+            pred_ab = generators[j](L, given, temperature=temperature)
             preds.append(lab_to_rgb(torch.cat([L, pred_ab.float()], 1)))
             for k, v in losses.image_metrics(L, ab, pred_ab, vgg, rgb_pred=preds[-1], rgb_true=lab_truth).items():
                 acc.setdefault(k, []).append(v.cpu())
@@ -170,7 +191,7 @@ def joined(m: int) -> dict[str, torch.Tensor]:
     return {k: torch.cat([p[k] for p in parts])[order] for k in parts[0]}
 
 
-per_image = [joined(m) for m in range(len(generators))] if n_used else []
+per_image = [joined(m) for m in range(len(columns))] if n_used else []
 fids = metrics.compute_fid(fid_stats, accelerator.is_main_process) if n_used >= 2 else {}  # every process takes part
 if not accelerator.is_main_process:
     sys.exit(0)
@@ -179,8 +200,8 @@ if not n_used:
 
 classes_used = torch.cat([r["label"] for r in everyone])[order]
 everything = torch.ones_like(classes_used, dtype=torch.bool)
-rows = [{"ckpt": spec, "label": name, **summarize(m, everything), **{k: v[j] for k, v in fids.items()}}
-        for j, (spec, name, m) in enumerate(zip(ckpt, labels, per_image))]
+rows = [{"ckpt": spec, "label": name, **({"hints": n} if counts else {}), **summarize(m, everything),
+         **{k: v[c] for k, v in fids.items()}} for c, (spec, name, m, (_, n)) in enumerate(zip(spec_of, labels, per_image, columns))]
 classes = images.classes
 if per_class:
     for row, m in zip(rows, per_image):
@@ -201,7 +222,9 @@ for k in ["n_images"] + METRICS:
 if out:
     protocol = {"dataset": dataset, "split": images.split, "n_images": n_used, "skipped": skipped, "processes": world,
                 "image_size": image_size, "resize": f"PIL bicubic, {'stretched' if resize == 'stretch' else 'central square'} ({resize})",
-                "temperature": temperature, "auc_thresholds": "0..150 step 1", "psnr_identical_db": 100.0,
+                "temperature": temperature, **({"hints": {"counts": counts, "method": f"n {hint_sim.SWEEP_SIZE}x{hint_sim.SWEEP_SIZE} "
+                "squares at image_size, centres ~ N(centre, side/4) from the image's index, each the ground truth's mean ab"}}
+                                                 if counts else {}), "auc_thresholds": "0..150 step 1", "psnr_identical_db": 100.0,
                 "ssim": "skimage defaults (7x7 uniform, sample covariance), channel mean, data_range 1",
                 "perceptual": None if vgg_weights == "none" else f"L1 of VGG19 relu4_3 features ({vgg_weights})",
                 "lpips": None if lpips_net_ is None else {"backbone": lpips_net, "weights": lpips_weights, "method": metrics.PROTOCOL["lpips"]},
@@ -219,8 +242,8 @@ if grid:
         shown += [] if bad else [rgb]
     L, ab = uint8_to_lab(torch.stack(shown).to(device))
     with torch.no_grad():
-        preds = [G(L, temperature) for G in generators]
-    figure(colorization_grid(L, preds, ab), ["gray input", *labels, "ground truth"]).save(grid)
+        preds = [G(L, temperature=temperature) for G in generators]
+    figure(colorization_grid(L, preds, ab), ["gray input", *models.spec_labels(ckpt), "ground truth"]).save(grid)
 if save_outputs:
     print(f"evaluate.py: {n_used} predictions per model and the ground truths in {save_outputs}/"
           f"{{{','.join(d.name for d in out_dirs)}}}", file=sys.stderr)

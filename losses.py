@@ -54,6 +54,21 @@ def mse_ab(ab_pred: torch.Tensor, ab_true: torch.Tensor, weight: torch.Tensor | 
     return weighted_mean((ab_pred - ab_true).square().flatten(1).mean(1), weight)
 
 
+def huber_ab(ab_pred: torch.Tensor, ab_true: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The SIGGRAPH17 port's regression loss: smooth L1 on ab / 110 with delta 1 / 110 (quadratic below 1 Lab unit)."""
+    per_pixel = F.smooth_l1_loss(ab_pred / 110, ab_true / 110, beta=1 / 110, reduction="none")
+    return weighted_mean(per_pixel.flatten(1).mean(1), weight)
+
+
+def ab_class_loss(logits: torch.Tensor, ab: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """SIGGRAPH17's class head: cross-entropy of its 529-class logits (N,529,h,w) against ab (N,2,H,W) sampled at (h,w)
+    every H/h pixels, as the release's training does."""
+    step = ab.shape[-1] // logits.shape[-1]
+    target = models.ab_class(ab[:, :, ::step, ::step])
+    per_pixel = F.cross_entropy(logits.float(), target, reduction="none")
+    return weighted_mean(per_pixel.flatten(1).mean(1), weight)
+
+
 class VGGFeatures(nn.Module):
     """Frozen torchvision VGG19 features up to relu4_3 on RGB in [0,1] (ImageNet-normalised inside)."""
 

@@ -18,6 +18,7 @@ import torch
 from PIL import Image, ImageCms
 
 import data
+import hints
 import models
 import video
 
@@ -189,17 +190,21 @@ def save(img: Image.Image, path: Path, meta: dict | None = None) -> None:
 # ----------------------------------------------------------------------------- the folder job
 
 
-def colorize_files(G: models.ECCV16Generator, jobs: list[tuple[Path, Path]], size: int = 256, temperature: float = 1.0,
-                   batch_size: int = 4, workers: int = 2, max_pixels: int = data.MAX_PIXELS) -> Iterator[tuple[Path, Path, str | None]]:
+def colorize_files(G: models.Generator, jobs: list[tuple[Path, Path]], size: int = 256, temperature: float = 1.0,
+                   batch_size: int = 4, workers: int = 2, max_pixels: int = data.MAX_PIXELS,
+                   hints_for: dict[Path, hints.Hints] | None = None) -> Iterator[tuple[Path, Path, str | None]]:
     """Colorize photos [(src, dst)], yielding (src, dst, error or None) as each finishes.
 
     Worker threads decode (and make the model's small copy) and paint and encode (PIL and torch let go of the GIL),
     while this thread runs the model on batches. At most 2 x batch_size + workers photos are in flight, whatever
-    their number or size. workers=0 does everything in this thread, one stage after another.
+    their number or size. workers=0 does everything in this thread, one stage after another. hints_for gives a
+    SIGGRAPH17 model a photo's hints.
     """
-    def decode(src: Path) -> tuple[Image.Image, torch.Tensor]:
+    hints_for = hints_for or {}
+
+    def decode(src: Path) -> tuple[Image.Image, torch.Tensor, torch.Tensor | None]:
         img = data.load_image(src, keep_alpha=True, max_pixels=max_pixels)
-        return img, models.small_copy(img, size)
+        return img, models.small_copy(img, size), hints.place(hints_for[src], *img.size, size) if src in hints_for else None
 
     def encode(img: Image.Image, ab: torch.Tensor, dst: Path) -> None:
         save(models.paint(img, ab), dst, metadata(img))
@@ -242,8 +247,10 @@ def colorize_files(G: models.ECCV16Generator, jobs: list[tuple[Path, Path]], siz
                 else:
                     yield finished(src, dst, f)
             if batch:
-                ab = models.predict_ab(G, torch.stack([small for *_, small in batch]), temperature)
-                encoding += [(src, dst, submit(encode, img, ab[i], dst)) for i, (src, dst, img, _) in enumerate(batch)]
+                given = [h for *_, h in batch]
+                h = None if all(x is None for x in given) else torch.stack([torch.zeros(3, size, size) if x is None else x for x in given])
+                ab = models.predict_ab(G, torch.stack([small for *_, small, _ in batch]), temperature, h)
+                encoding += [(src, dst, submit(encode, img, ab[i], dst)) for i, (src, dst, img, *_) in enumerate(batch)]
             while encoding and (encoding[0][2].done() or len(decoding) + len(encoding) >= limit):
                 yield finished(*encoding.popleft())
         while encoding:

@@ -1,4 +1,4 @@
-"""Models: the ECCV16 generator (release-compatible), the PatchGAN discriminator, weights and checkpoints.
+"""Models: the ECCV16 and SIGGRAPH17 generators (release-compatible), the PatchGAN discriminator, weights and checkpoints.
 
 Every script gets its generator from load_generator(spec) and writes checkpoints with save_checkpoint.
 """
@@ -31,6 +31,8 @@ import data
 ECCV16_URLS = ("https://colorizers.s3.us-east-2.amazonaws.com/colorization_release_v2-9b330a0b.pth",
                "https://people.eecs.berkeley.edu/~rich.zhang/projects/2016_colorization/files/demo_release/"
                "colorization_release_v2-9b330a0b.pth")
+SIGGRAPH17_URLS = ("https://colorizers.s3.us-east-2.amazonaws.com/siggraph17-df00044c.pth",)
+RELEASES = {"eccv16": ECCV16_URLS, "siggraph17": SIGGRAPH17_URLS}  # spec -> the official weights' mirrors
 HUB_REPO = re.compile(r"[\w.-]+/[\w.-]+")  # a Hub repository's OWNER/NAME
 DOWNLOAD_TIMEOUT_S = 30  # per connection attempt and per read: a dead mirror moves on instead of hanging
 DOWNLOAD_MAX_BYTES = 1 << 30  # the largest weights any script fetches (VGG19) are 548 MB: more is not the file
@@ -49,6 +51,15 @@ AB_BIN_RANGES = {
 
 class ModelError(ValueError):
     """A model spec, weights file or checkpoint that cannot be used; the message is one line."""
+
+
+AB_CLASSES = [(a, b) for a in range(-110, 111, 10) for b in range(-110, 111, 10)]  # SIGGRAPH17's 529 classes: a*23 + b
+
+
+def ab_class(ab: torch.Tensor) -> torch.Tensor:
+    """SIGGRAPH17's class (N,H,W) of each ab (N,2,H,W): the nearest point of its 23 x 23 grid of 10."""
+    q = ((ab.clamp(-110, 110) + 110) / 10).round().long()
+    return q[:, 0] * 23 + q[:, 1]
 
 
 def ab_bins() -> torch.Tensor:
@@ -70,6 +81,9 @@ def _convs(cin: int, cout: int, strides: list[int], dilation: int = 1) -> list[n
 
 class ECCV16Generator(nn.Module):
     """Zhang et al. 2016: L in [0,100] (N,1,H,W) -> ab in Lab units (N,2,H,W); the release's state dict."""
+
+    arch = "eccv16"
+    takes_hints = False
 
     def __init__(self):
         super().__init__()
@@ -94,12 +108,68 @@ class ECCV16Generator(nn.Module):
             x = block(x)
         return x
 
-    def forward(self, L: torch.Tensor, temperature: float = 1.0, logits: bool = False) -> torch.Tensor:
+    def forward(self, L: torch.Tensor, hints: torch.Tensor | None = None, temperature: float = 1.0,
+                logits: bool = False) -> torch.Tensor:
         """ab at full resolution (or, with logits=True, the bin logits); temperature < 1 is Zhang's annealed mean."""
+        if hints is not None:
+            raise ValueError("ECCV16 has no hint input (use a SIGGRAPH17 model)")
         if logits:  # through forward, so that DDP sees the classification loss's pass
             return self.logits(L)
         ab = self.model_out(torch.softmax(self.logits(L) / temperature, 1))
         return F.interpolate(ab, scale_factor=4, mode="bilinear") * 110
+
+
+class SIGGRAPH17Generator(nn.Module):
+    """Zhang, Zhu et al. 2017 (user-guided): L in [0,100] (N,1,H,W) and hints (N,3,H,W) -- ab in Lab units where a hint
+    is (0 elsewhere) and a 0/1 mask -- -> ab in Lab units (N,2,H,W); H and W multiples of 8; the release's state dict.
+    Without hints (None, or an all-zero mask) it is an automatic colorizer."""
+
+    arch = "siggraph17"
+    takes_hints = True
+
+    def __init__(self):
+        super().__init__()
+        self.model1 = nn.Sequential(*_convs(4, 64, [1, 1]), nn.BatchNorm2d(64))
+        self.model2 = nn.Sequential(*_convs(64, 128, [1, 1]), nn.BatchNorm2d(128))
+        self.model3 = nn.Sequential(*_convs(128, 256, [1, 1, 1]), nn.BatchNorm2d(256))
+        self.model4 = nn.Sequential(*_convs(256, 512, [1, 1, 1]), nn.BatchNorm2d(512))
+        self.model5 = nn.Sequential(*_convs(512, 512, [1, 1, 1], dilation=2), nn.BatchNorm2d(512))
+        self.model6 = nn.Sequential(*_convs(512, 512, [1, 1, 1], dilation=2), nn.BatchNorm2d(512))
+        self.model7 = nn.Sequential(*_convs(512, 512, [1, 1, 1]), nn.BatchNorm2d(512))
+        self.model8up = nn.Sequential(nn.ConvTranspose2d(512, 256, 4, 2, 1))
+        self.model3short8 = nn.Sequential(nn.Conv2d(256, 256, 3, 1, 1))
+        self.model8 = nn.Sequential(nn.ReLU(True), *_convs(256, 256, [1, 1]), nn.BatchNorm2d(256))
+        self.model9up = nn.Sequential(nn.ConvTranspose2d(256, 128, 4, 2, 1))
+        self.model2short9 = nn.Sequential(nn.Conv2d(128, 128, 3, 1, 1))
+        self.model9 = nn.Sequential(nn.ReLU(True), *_convs(128, 128, [1]), nn.BatchNorm2d(128))
+        self.model10up = nn.Sequential(nn.ConvTranspose2d(128, 128, 4, 2, 1))
+        self.model1short10 = nn.Sequential(nn.Conv2d(64, 128, 3, 1, 1))
+        self.model10 = nn.Sequential(nn.ReLU(True), nn.Conv2d(128, 128, 3, 1, 1), nn.LeakyReLU(0.2))
+        self.model_class = nn.Sequential(nn.Conv2d(256, len(AB_CLASSES), 1))  # the colour distribution at 1/4 resolution
+        self.model_out = nn.Sequential(nn.Conv2d(128, 2, 1), nn.Tanh())
+
+    def forward(self, L: torch.Tensor, hints: torch.Tensor | None = None, temperature: float = 1.0,
+                logits: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """ab at the input's size (temperature does not apply: the output is a regression); with logits=True,
+        (ab, the 529-class logits at 1/4 resolution), the class head on a detached trunk as the release trains it."""
+        if L.shape[-1] % 8 or L.shape[-2] % 8:
+            raise ValueError(f"SIGGRAPH17 needs a height and width that are multiples of 8, not {tuple(L.shape[-2:])}")
+        if hints is None:
+            hints = L.new_zeros(L.shape[0], 3, *L.shape[2:])
+        x = torch.cat([(L - 50) / 100, hints[:, :2] / 110, hints[:, 2:]], 1)  # the release's input: the mask not centred
+        conv1 = self.model1(x)
+        conv2 = self.model2(conv1[:, :, ::2, ::2])
+        conv3 = self.model3(conv2[:, :, ::2, ::2])
+        conv7 = self.model7(self.model6(self.model5(self.model4(conv3[:, :, ::2, ::2]))))
+        conv8 = self.model8(self.model8up(conv7) + self.model3short8(conv3))
+        conv9 = self.model9(self.model9up(conv8) + self.model2short9(conv2))
+        conv10 = self.model10(self.model10up(conv9) + self.model1short10(conv1))
+        ab = self.model_out(conv10) * 110
+        return (ab, self.model_class(conv8.detach())) if logits else ab
+
+
+ARCHS = {"eccv16": ECCV16Generator, "siggraph17": SIGGRAPH17Generator}
+Generator = ECCV16Generator | SIGGRAPH17Generator
 
 
 class PatchDiscriminator(nn.Module):
@@ -307,11 +377,11 @@ def _hub_file(spec: str) -> Path:
 
 def weights_path(spec: str) -> Path:
     """The file a model spec names: eccv16's cached download, hf:OWNER/NAME's cached file, a folder's model.safetensors, a file."""
-    if spec == "eccv16":
-        override = os.environ.get("COLORGAN_ECCV16_URL")  # one URL, or several separated by spaces
-        urls = override.split() if override else ECCV16_URLS
+    if spec in RELEASES:
+        override = os.environ.get(f"COLORGAN_{spec.upper()}_URL")  # one URL, or several separated by spaces
+        urls = override.split() if override else RELEASES[spec]
         # an override's file name with a hash is checked against it; one without is checked against the release's
-        return fetch_weights(urls, None if HASH_IN_NAME.search(urls[0].rsplit("/", 1)[-1]) else ECCV16_URLS[0].rsplit("/", 1)[-1])
+        return fetch_weights(urls, None if HASH_IN_NAME.search(urls[0].rsplit("/", 1)[-1]) else RELEASES[spec][0].rsplit("/", 1)[-1])
     if spec.startswith("hf:"):
         return _hub_file(spec)
     path = Path(spec)
@@ -321,8 +391,8 @@ def weights_path(spec: str) -> Path:
         return path / "model.safetensors"
     if path.is_file():
         return path
-    raise ModelError(f"{spec}: no such file (a model is eccv16, scratch, a .pth/.pt/.safetensors file, an exported folder "
-                     "or hf:OWNER/NAME)")
+    raise ModelError(f"{spec}: no such file (a model is eccv16, siggraph17, scratch, a .pth/.pt/.safetensors file, an "
+                     "exported folder or hf:OWNER/NAME)")
 
 
 def spec_labels(specs: list[str]) -> list[str]:
@@ -344,21 +414,33 @@ def _release_state(state: dict) -> dict:
     return state
 
 
-def load_generator(spec: str, device: str | torch.device = "cpu") -> ECCV16Generator:
-    """A ready generator (eval mode) from a model spec: eccv16, scratch, release-format weights, a ckpt.pt (EMA first),
-    a .safetensors file, an exported folder or hf:OWNER/NAME[@REVISION]."""
+def state_arch(state: dict) -> str:
+    """The architecture whose release keys a generator state dict has: siggraph17 (its decoder's model10) or eccv16."""
+    return "siggraph17" if "model10.1.weight" in state else "eccv16"
+
+
+def generator_from_state(state: dict, label: str = "the weights") -> Generator:
+    """The generator (either architecture, told by its keys) holding a state dict's tensors; one line when they do not fit."""
+    state = _release_state(state)
+    arch = state_arch(state)
+    with torch.device("meta"):  # no memory and no random init for weights that loading replaces
+        G = ARCHS[arch]()
+    try:
+        G.load_state_dict(state, strict=True, assign=True)  # adopt the loaded tensors: no second copy
+    except (RuntimeError, AttributeError, TypeError) as e:
+        raise ModelError(f"{label}: not {arch.upper()} generator weights ({str(e).splitlines()[0][:200]})") from None
+    return G
+
+
+def load_generator(spec: str, device: str | torch.device = "cpu", arch: str = "eccv16") -> Generator:
+    """A ready generator (eval mode) from a model spec: eccv16, siggraph17, scratch (of arch), release-format weights of
+    either, a ckpt.pt (EMA first), a .safetensors file, an exported folder or hf:OWNER/NAME[@REVISION]."""
     if spec == "scratch":
-        return ECCV16Generator().to(device).eval()
+        return ARCHS[arch]().to(device).eval()
     state = load_checkpoint(weights_path(spec))
     if "generator" in state:
         state = state.get("generator_ema") or state["generator"]
-    with torch.device("meta"):  # no memory and no random init for weights that loading replaces
-        G = ECCV16Generator()
-    try:
-        G.load_state_dict(_release_state(state), strict=True, assign=True)  # adopt the loaded tensors: no second copy
-    except (RuntimeError, AttributeError, TypeError) as e:
-        raise ModelError(f"{spec}: not ECCV16 generator weights ({str(e).splitlines()[0][:200]})") from None
-    return G.to(device).eval()
+    return generator_from_state(state, spec).to(device).eval()
 
 
 @torch.no_grad()
@@ -383,9 +465,11 @@ def set_rng_state(state: dict) -> None:
 
 
 @torch.no_grad()
-def predict_ab(G: ECCV16Generator, small: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """uint8 RGB copies (N,3,s,s) -> the model's ab (N,2,s,s), float32, on the model's device."""
-    return G(data.uint8_to_l(small.to(next(G.parameters()).device)), temperature).float()
+def predict_ab(G: Generator, small: torch.Tensor, temperature: float = 1.0, hints: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 RGB copies (N,3,s,s) (and hints (N,3,s,s) for a SIGGRAPH17 model) -> the model's ab (N,2,s,s), float32,
+    on the model's device."""
+    device = next(G.parameters()).device
+    return G(data.uint8_to_l(small.to(device)), None if hints is None else hints.to(device), temperature).float()
 
 
 @torch.no_grad()
@@ -420,7 +504,9 @@ def small_copy(img: Image.Image, size: int = 256) -> torch.Tensor:
     return data.to_uint8_tensor(data.resize_square(img if img.mode == "RGB" else img.convert("RGB"), size))
 
 
-def colorize(G: ECCV16Generator, img: Image.Image, size: int = 256, temperature: float = 1.0,
+def colorize(G: Generator, img: Image.Image, size: int = 256, temperature: float = 1.0, hints: torch.Tensor | None = None,
              chunk_pixels: int = 1 << 17) -> Image.Image:
-    """The release pipeline: L of a size x size bicubic copy -> ab, upsampled onto the full-resolution L."""
-    return paint(img, predict_ab(G, small_copy(img, size)[None], temperature)[0], chunk_pixels)
+    """The release pipeline: L of a size x size bicubic copy (and hints (3,size,size) at that scale) -> ab, upsampled
+    onto the full-resolution L."""
+    return paint(img, predict_ab(G, small_copy(img, size)[None], temperature, None if hints is None else hints[None])[0],
+                 chunk_pixels)

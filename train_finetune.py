@@ -1,8 +1,13 @@
-"""Stage 1: supervised fine-tuning of the pretrained ECCV16 colorizer.
+"""Stage 1: supervised fine-tuning of the pretrained ECCV16 (or SIGGRAPH17) colorizer.
 
     python train_finetune.py                                   # MSE on ab (the seeds), one GPU or the CPU
     python train_finetune.py --loss=classification             # Zhang's class-rebalanced 313-bin loss
+    python train_finetune.py --init=siggraph17 --loss=huber    # the user-guided model, with simulated hints
     accelerate launch --multi_gpu train_finetune.py            # several GPUs or nodes
+
+A SIGGRAPH17 generator trains with hints drawn from each photo's own colours (hints.simulate: a geometric number of
+squares, mean 7, one photo in eight with none) and its 529-class head (the app's colour suggestions) learns beside it
+by cross-entropy, on a detached trunk as in the release.
 
 Its out_dir/ckpt.pt is train_gan.py's --init. SIGTERM or Ctrl-C: the step finishes, ckpt.pt is written at that
 position; --resume=True goes on.
@@ -13,6 +18,7 @@ import sys
 import torch
 
 import configurator
+import hints
 import losses
 import models
 import training
@@ -27,14 +33,18 @@ num_workers = training.default_workers()  # DataLoader workers per process (up t
 epochs = 3
 max_steps = 0  # stop after this many steps (0 = run the epochs)
 out_dir = "runs/finetune"  # ckpt.pt, the ab prior and TensorBoard logs go here
-init = "eccv16"  # generator: eccv16 (official weights), scratch, release weights or a ckpt.pt
+init = "eccv16"  # generator: eccv16 or siggraph17 (official weights), scratch, release weights or a ckpt.pt
+arch = "auto"  # eccv16 or siggraph17: what --init=scratch builds and what --init must be (auto: init's own; scratch: eccv16)
 resume = False  # continue from out_dir/ckpt.pt exactly where it stopped
 overwrite = False  # start afresh in an out_dir that holds a run (its checkpoint and logs are replaced)
 seed = 1337
 mixed_precision = "no"  # no, fp16 or bf16
 save_every_epochs = 1  # checkpoint at these epoch ends
 save_every_minutes = 20.0  # and on this timer, so a kill -9 loses at most this much
-loss = "mse"  # mse on ab, or classification (Zhang et al.'s class-rebalanced 313-bin cross-entropy)
+loss = "mse"  # mse on ab, huber (smooth L1 on ab/110, the SIGGRAPH17 port's) or classification (ECCV16: Zhang et al.'s 313 bins)
+lambda_class = 1.0  # SIGGRAPH17: weight of its 529-class head's cross-entropy (the app's suggestions; 0 = off)
+hint_p_stop = 1 / 8  # SIGGRAPH17: simulated hints per photo are geometric, P(none) = this (mean 1/p - 1)
+hint_centres = "gaussian"  # SIGGRAPH17: hint centres around the photo's centre (sigma a quarter of the side) or uniform
 prior_images = 10000  # training images that estimate the ab prior for --loss=classification
 lr = 1e-4
 beta1 = 0.9
@@ -52,11 +62,11 @@ config, _ = configurator.configure(globals())
 training.check_config(SCRIPT, config)
 run = training.Run(SCRIPT, config)
 train_ds, val_ds = run.datasets(dataset, image_size, batch_size, val_images)
-with training.refusals(SCRIPT):
-    G = models.load_generator("scratch" if resume else init).train()
 state = run.resume_state() if resume else None
-if state is not None:
-    G.load_state_dict(state["generator"])
+G = training.generator(SCRIPT, init, arch, state)
+if G.takes_hints and loss == "classification":
+    run.fail("--loss=classification is ECCV16's 313-bin loss; a SIGGRAPH17 model trains with mse or huber (and its "
+             "class head with --lambda_class)")
 if loss == "classification":
     G.model_out.requires_grad_(False)  # it holds the bin centres; DDP also refuses parameters without gradients
 if channels_last:
@@ -99,11 +109,16 @@ with training.refusals(SCRIPT):  # 16 undecodable photos in a row: the data is b
     for rgb in run.batches(epochs, max_steps, lambda: run.validate(G), state_dict):
         L, ab = uint8_to_lab(rgb)
         weight = has_chroma(ab).float()  # Zhang et al.: gray photos teach nothing about colour
+        regression = losses.huber_ab if loss == "huber" else losses.mse_ab
         with run.accelerator.autocast():
-            if loss == "mse":
-                train_loss = losses.mse_ab(G_fwd(L).float(), ab, weight)
-            else:
+            if G_own.takes_hints:  # hints drawn from the truth (the global RNG: a resume continues it exactly)
+                given = hints.simulate(ab, None, hint_p_stop, gaussian=hint_centres == "gaussian")
+                pred, class_logits = G_fwd(L, given, logits=True)
+                train_loss = regression(pred.float(), ab, weight) + lambda_class * losses.ab_class_loss(class_logits, ab, weight)
+            elif loss == "classification":
                 train_loss = losses.classification_loss(G_fwd(L, logits=True), ab, bins, class_weights, weight)
+            else:
+                train_loss = regression(G_fwd(L).float(), ab, weight)
         finite = torch.isfinite(train_loss)
         opt.zero_grad(set_to_none=True)
         run.accelerator.backward(train_loss)

@@ -13,6 +13,7 @@ import copy
 import torch
 
 import configurator
+import hints
 import losses
 import models
 import training
@@ -27,7 +28,8 @@ num_workers = training.default_workers()  # DataLoader workers per process (up t
 epochs = 50
 max_steps = 0  # stop after this many steps (0 = run the epochs)
 out_dir = "runs/gan"  # ckpt.pt and TensorBoard logs go here
-init = "runs/finetune/ckpt.pt"  # generator: a stage-1 ckpt.pt, release weights, eccv16 or scratch
+init = "runs/finetune/ckpt.pt"  # generator: a stage-1 ckpt.pt, release weights, eccv16, siggraph17 or scratch
+hint_p_stop = 1 / 8  # a SIGGRAPH17 generator trains with simulated hints: geometric, P(none) = this (see train_finetune.py)
 resume = False  # continue from out_dir/ckpt.pt exactly where it stopped
 overwrite = False  # start afresh in an out_dir that holds a run (its checkpoint and logs are replaced)
 seed = 1337
@@ -56,15 +58,16 @@ config, _ = configurator.configure(globals())
 training.check_config(SCRIPT, config)
 run = training.Run(SCRIPT, config)
 train_ds, val_ds = run.datasets(dataset, image_size, batch_size, val_images)
+state = run.resume_state() if resume else None
+G = training.generator(SCRIPT, init, "auto", state)
 with training.refusals(SCRIPT):
-    G = models.load_generator("scratch" if resume else init).train()
     use_vgg = lambda_perceptual > 0 and vgg_weights != "none"
     vgg = losses.VGGFeatures(vgg_weights).to(run.device) if use_vgg else None
-state = run.resume_state() if resume else None
+if G.takes_hints:  # SIGGRAPH17's class head has no part in the GAN's losses (and DDP refuses parameters without gradients)
+    G.model_class.requires_grad_(False)
 D = models.PatchDiscriminator()
 G_ema = copy.deepcopy(G).eval().requires_grad_(False) if ema_decay else None
 if state is not None:
-    G.load_state_dict(state["generator"])
     D.load_state_dict(state["discriminator"])
     if G_ema is not None:
         G_ema.load_state_dict(state.get("generator_ema", state["generator"]))
@@ -99,8 +102,9 @@ def validate() -> None:
 with training.refusals(SCRIPT):  # 16 undecodable photos in a row: the data is broken, not one file
     for rgb in run.batches(epochs, max_steps, validate, state_dict):
         L, ab = uint8_to_lab(rgb)
+        given = hints.simulate(ab, None, hint_p_stop) if G_own.takes_hints else None  # SIGGRAPH17: hints from the truth
         ema = (G_ema, G_own, training.ema_decay_at(run.step, ema_decay)) if G_ema is not None else None
-        finite, logs = training.gan_step(G_fwd, D_fwd, D_for_G, opt_G, opt_D, L, ab, gan_mode=gan_mode, lambda_l1=lambda_l1,
+        finite, logs = training.gan_step(G_fwd, D_fwd, D_for_G, opt_G, opt_D, L, ab, given, gan_mode=gan_mode, lambda_l1=lambda_l1,
                                          lambda_perceptual=lambda_perceptual, vgg=vgg, ema=ema,
                                          autocast=run.accelerator.autocast, backward=run.accelerator.backward)
         run.record(finite, logs | {"lr/G": opt_G.param_groups[0]["lr"], "lr/D": opt_D.param_groups[0]["lr"]})

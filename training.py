@@ -30,15 +30,16 @@ import losses
 import metrics
 import models
 
-CHOICES = {"mixed_precision": ("no", "fp16", "bf16"), "loss": ("mse", "classification"), "gan_mode": ("vanilla", "lsgan", "hinge"),
+CHOICES = {"mixed_precision": ("no", "fp16", "bf16"), "loss": ("mse", "classification", "huber"), "gan_mode": ("vanilla", "lsgan", "hinge"),
+           "arch": ("auto", *models.ARCHS), "hint_centres": ("gaussian", "uniform"),
            "resize": data.RESIZE_MODES, "fid": tuple(metrics.FID_FLAVOURS), "lpips_net": tuple(metrics.LPIPS_NETS),
            "device": ("auto", "cpu", "cuda")}
 POSITIVE = ("image_size", "batch_size", "epochs", "log_every", "save_every_epochs", "save_every_minutes", "lr", "lr_g", "lr_d",
-            "max_bad_steps", "max_bad_images", "prior_images")
+            "max_bad_steps", "max_bad_images", "prior_images", "hint_p_stop")
 SHOWN = ("loss/train", "loss/D", "loss/G", "loss/G_L1")  # on the progress bar; TensorBoard has every loss
 RESUME_FIXED = ("image_size", "batch_size", "loss")  # what a resume cannot change: the step's shapes and its loss
 NOT_NEGATIVE = ("num_workers", "max_steps", "val_images", "val_every_steps", "sample_images", "lambda_l1", "lambda_perceptual",
-                "max_images", "grid_images")
+                "max_images", "grid_images", "lambda_class")
 
 
 def main_process() -> bool:
@@ -77,6 +78,8 @@ def check_config(script: str, config: dict) -> None:
         fail(script, f"--image_size must be a multiple of 8 (the generator works at 1/8 scale), not {config['image_size']}")
     if not 0 <= config.get("ema_decay", 0) < 1:
         fail(script, f"--ema_decay must be in [0, 1), not {config['ema_decay']!r}")
+    if not config.get("hint_p_stop", 0.5) <= 1:
+        fail(script, f"--hint_p_stop must be in (0, 1] (1/8: mean 7 hints; 1: none), not {config['hint_p_stop']!r}")
     vgg = config.get("vgg_weights", "none")
     if vgg not in ("imagenet", "random", "none") and not Path(vgg).is_file():
         fail(script, f"--vgg_weights must be imagenet, random, none or a vgg19 .pth file; {vgg!r} is none of them")
@@ -90,6 +93,20 @@ def check_config(script: str, config: dict) -> None:
     if not config.get("resume") and not config.get("overwrite") and ckpt.is_file():
         fail(script, f"{ckpt} holds a run: --resume=True continues it, --overwrite=True starts afresh over it (its checkpoint "
                      "and TensorBoard logs replaced), or choose another --out_dir")
+
+
+def generator(script: str, init: str, arch: str, state: dict | None) -> nn.Module:
+    """The generator to train (train mode): the resumed run's architecture, or init's (scratch: arch's, ECCV16 for auto);
+    one line when init is not of the architecture --arch asks for."""
+    with refusals(script):
+        if state is not None:
+            G = models.load_generator("scratch", arch=models.state_arch(state["generator"]))
+            G.load_state_dict(state["generator"])
+        else:
+            G = models.load_generator(init, arch="eccv16" if arch == "auto" else arch)
+    if arch not in ("auto", G.arch):
+        fail(script, f"--init={init} is a {G.arch} model, not {arch}: drop --arch (or use --arch=auto), or give a {arch} --init")
+    return G.train()
 
 
 def default_workers() -> int:
@@ -372,16 +389,18 @@ def ema_decay_at(step: int, decay: float) -> float:
     return min(decay, (1 + step) / (10 + step))
 
 
-def gan_step(G: nn.Module, D: nn.Module, D_for_G: nn.Module, opt_G, opt_D, L: torch.Tensor, ab: torch.Tensor, *,
+def gan_step(G: nn.Module, D: nn.Module, D_for_G: nn.Module, opt_G, opt_D, L: torch.Tensor, ab: torch.Tensor,
+             hints: torch.Tensor | None = None, *,
              gan_mode: str, lambda_l1: float, lambda_perceptual: float, vgg: nn.Module | None,
              ema: tuple[nn.Module, nn.Module, float] | None = None, autocast=contextlib.nullcontext,
              backward: Callable[[torch.Tensor], None] = torch.Tensor.backward) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """train_gan.py's step: one D update (BCE-style real/fake, halved), one G update (GAN + lambda_l1 L1 + lambda_perceptual
-    VGG), then ema = (G_ema, G's own module, decay) when given. D_for_G is D's own module (not its DDP wrapper): the G step needs no gradient of D's weights,
+    VGG) -- G given hints when a SIGGRAPH17 model trains (D sees L and ab as always) -- then ema = (G_ema, G's own
+    module, decay) when given. D_for_G is D's own module (not its DDP wrapper): the G step needs no gradient of D's weights,
     so none is computed or all-reduced. A non-finite loss skips both updates on the device. Returns (finite, losses)."""
     weight = data.has_chroma(ab).float()  # Zhang et al.: no reconstruction loss on gray photos
     with autocast():
-        fake = G(L)
+        fake = G(L, hints)
         logits_real, logits_fake = D(torch.cat([L, L]), torch.cat([ab, fake.detach()])).chunk(2)  # one forward for both
         loss_D_real = losses.gan_loss(logits_real, True, gan_mode)
         loss_D_fake = losses.gan_loss(logits_fake, False, gan_mode)

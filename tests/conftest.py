@@ -49,21 +49,30 @@ def photo_dir(tmp_path):
     return root
 
 
-def varied_generator(seed: int) -> models.ECCV16Generator:
+def varied_generator(seed: int, arch: str = "eccv16") -> models.Generator:
     """A release-format generator with random weights whose colour depends strongly on the input and varies across the
-    image (std ~7 Lab units within a photo): BatchNorm's statistics taken from synthetic photos, and the 313 logits
-    sharpened 100x. Plain random weights give an almost constant ab, which no "same pixels" test can tell apart."""
+    image (std ~7 Lab units within a photo): BatchNorm's statistics taken from synthetic photos (SIGGRAPH17: with
+    simulated hints), and ECCV16's 313 logits sharpened 100x (SIGGRAPH17's output doubled). Plain random weights give an
+    almost constant ab, which no "same pixels" test can tell apart."""
+    import hints
+
     torch.manual_seed(seed)
-    G = models.ECCV16Generator()
+    G = models.ARCHS[arch]()
     for m in G.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.reset_running_stats()
             m.momentum = None  # a cumulative average over the calibration batch
     photos = torch.stack([torch.from_numpy(synthetic_rgb(i, 64, 64)).permute(2, 0, 1) for i in range(8)])
+    L, ab = data.uint8_to_lab(photos)
     with torch.no_grad():
-        G.train()(data.uint8_to_l(photos))
-        G.model8[-1].weight.mul_(100)
-        G.model8[-1].bias.zero_()
+        if G.takes_hints:
+            G.train()(L, hints.simulate(ab, torch.Generator().manual_seed(seed)))
+            G.model_out[0].weight.mul_(2)
+            G.model_out[0].bias.zero_()
+        else:
+            G.train()(L)
+            G.model8[-1].weight.mul_(100)
+            G.model8[-1].bias.zero_()
     for m in G.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = 0.1
@@ -83,6 +92,14 @@ def other_weights(tmp_path_factory) -> str:
     """A second such model (another seed): wherever two models or two runs are compared."""
     path = tmp_path_factory.mktemp("weights") / "other-release.pth"
     torch.save(varied_generator(1).state_dict(), path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def siggraph_weights(tmp_path_factory) -> str:
+    """A SIGGRAPH17 release-format state dict (107 keys) with random weights and input-dependent colour, as a .pth file."""
+    path = tmp_path_factory.mktemp("weights") / "random-siggraph17.pth"
+    torch.save(varied_generator(0, "siggraph17").state_dict(), path)
     return str(path)
 
 

@@ -118,7 +118,7 @@ def test_temperature_one_is_the_mean_and_lower_is_more_saturated():
         logits = G.logits(L)
         mean = torch.einsum("nqhw,qc->nchw", torch.softmax(logits, 1), models.ab_bins().float())
         assert (G(L) - F.interpolate(mean, scale_factor=4, mode="bilinear")).abs().max() < 1e-3
-        assert G(L, 0.38).norm(dim=1).mean() > G(L).norm(dim=1).mean()
+        assert G(L, temperature=0.38).norm(dim=1).mean() > G(L).norm(dim=1).mean()
 
 
 def test_patchgan_shape_and_70x70_receptive_field():
