@@ -1,6 +1,8 @@
 """Colorize a photo in the browser: streamlit run app.py -- --baseline=eccv16 --ckpt=runs/gan/ckpt.pt
 
-Three columns: the photo as the models see it (gray), the baseline's colorization, the GAN's.
+Three columns: the photo as the models see it (gray), the baseline's colorization, the GAN's. When one of the models
+takes hints (SIGGRAPH17: --ckpt=siggraph17), click its picture to place a hint; the sidebar edits them (colour, with
+the model's own suggestions; size; delete) and downloads them as the JSON that colorize.py --hints reads.
 """
 
 import sys
@@ -10,8 +12,9 @@ import streamlit as st
 import torch
 
 import configurator
+import hints as hint_files
 import models
-from data import ImageError, load_image, png_bytes
+from data import ImageError, lab_to_rgb, load_image, png_bytes, uint8_to_l
 
 # -----------------------------------------------------------------------------
 baseline = "eccv16"  # middle column's model spec ("" hides it)
@@ -38,13 +41,37 @@ def generator(spec: str, device: str) -> models.ECCV16Generator:
     return models.load_generator(spec, device)
 
 
+def to_hex(rgb) -> str:
+    """An RGB triple (0-255) as #rrggbb."""
+    return "#" + "".join(f"{int(c):02x}" for c in rgb[:3])
+
+
+def placed(photo) -> torch.Tensor | None:
+    """The hints of this session at the model's scale, or None."""
+    points = tuple(hint_files.Point(h["x"], h["y"], hint_files.parse_color(h["color"], "hint"), hint_size) for h in st.session_state.hints)
+    return hint_files.place(hint_files.Hints("app", points), *photo.size) if points else None
+
+
+def suggested(G, photo, h: dict) -> list[str]:
+    """The model's most likely colours at a hint's point (its 529-class head, given the other hints), as #rrggbb."""
+    small = models.small_copy(photo)[None].to(device)
+    L = uint8_to_l(small)
+    others = [o for o in st.session_state.hints if o is not h]
+    given = hint_files.place(hint_files.Hints("app", tuple(hint_files.Point(o["x"], o["y"], hint_files.parse_color(o["color"], "hint"),
+                                                                            hint_size) for o in others)), *photo.size)
+    x, y = int(h["x"] * 256 / photo.width), int(h["y"] * 256 / photo.height)
+    tops = hint_files.suggestions(G, L, given[None].to(device), x, y, k=4)
+    lab = torch.tensor([[L[0, 0, y, x].item(), a, b] for (a, b), _ in tops]).T[None, :, None, :]
+    return list(dict.fromkeys(to_hex((rgb * 255).round().tolist()) for rgb in lab_to_rgb(lab)[0, :, 0].T))  # out of gamut: some alike
+
+
 def as_gray(img):
     """The photo's CIELAB L alone, as RGB (alpha kept): what the models see; painted in bands, as the colour is, so a
     large upload costs no full-size float copy."""
     return models.paint(img, torch.zeros(2, 1, 1))
 
 
-st.title("colorgan: automatic colorization")
+st.title("colorgan: colorization")
 broken = {}  # each model is checked (and loaded, once per server) at start, not after the first upload
 for spec in dict.fromkeys(s for s in (baseline, ckpt) if s):
     try:
@@ -68,14 +95,75 @@ except ImageError as e:
     st.stop()
 
 stem = Path(upload.name).stem
+hint_spec = next((s for s in (ckpt, baseline) if s and s not in broken and generator(s, device).takes_hints), None)
+photo_id = f"{upload.name}:{upload.size}"
+if st.session_state.get("photo") != photo_id:  # a new photo starts without hints
+    st.session_state.update(photo=photo_id, hints=[], next_id=0, clicked=None)
+hint_size = max(1, round(max(photo.size) * hint_files.DEFAULT_SIZE / 256))
+
+
+def add_hint(x: float, y: float) -> None:
+    """A hint at (x, y), coloured as the model colours it there now."""
+    color = to_hex(st.session_state.result.getpixel((int(x), int(y)))) if "result" in st.session_state else "#808080"
+    st.session_state.hints.append({"id": st.session_state.next_id, "x": x, "y": y, "color": color})
+    st.session_state[f"color{st.session_state.next_id}"] = color
+    st.session_state.next_id += 1
+
+
+def set_color(h: dict, color: str) -> None:
+    h["color"] = st.session_state[f"color{h['id']}"] = color
+
+
+def remove_hints(hint_id: int | None = None) -> None:
+    """Delete one hint (or, without an id, all of them)."""
+    st.session_state.hints = [h for h in st.session_state.hints if hint_id is not None and h["id"] != hint_id]
+
+
+if hint_spec:
+    click = st.session_state.get("click")  # the last click on the hint model's picture (displayed pixels)
+    if click and click != st.session_state.clicked:
+        st.session_state.clicked = click
+        add_hint(min(click["x"] * photo.width / click["width"], photo.width - 1),
+                 min(click["y"] * photo.height / click["height"], photo.height - 1))
+    with st.sidebar:
+        st.header("Hints")
+        st.caption(f"Click the picture of {models.spec_labels([hint_spec])[0]} to place a hint, or give its pixel:")
+        st.number_input("x", 0, photo.width - 1, photo.width // 2, key="hint_x")
+        st.number_input("y", 0, photo.height - 1, photo.height // 2, key="hint_y")
+        st.button("Add hint", on_click=lambda: add_hint(st.session_state.hint_x, st.session_state.hint_y))  # values at the click
+        hint_size = st.slider("Hint size (pixels of the photo)", 1, max(2, max(photo.size) // 8), hint_size)
+        for h in list(st.session_state.hints):
+            h["color"] = st.session_state.get(f"color{h['id']}", h["color"])
+            st.color_picker(f"Hint at ({h['x']:.0f}, {h['y']:.0f})", key=f"color{h['id']}")
+            row = st.columns(5)
+            for j, (col, color) in enumerate(zip(row, suggested(generator(hint_spec, device), photo, h))):
+                col.button("●", key=f"s{h['id']}-{j}", help=f"the model suggests {color}", on_click=set_color,
+                           args=(h, color))
+            row[4].button("Delete", key=f"del{h['id']}", on_click=remove_hints, args=(h["id"],))
+        if st.session_state.hints:
+            st.button("Clear hints", on_click=remove_hints)
+            points = [{"x": round(h["x"], 1), "y": round(h["y"], 1), "color": h["color"], "size": hint_size}
+                      for h in st.session_state.hints]
+            st.download_button("Download hints (JSON for colorize.py --hints)", hint_files.to_json(points),
+                               f"{stem}.hints.json", "application/json")
 names = models.spec_labels([baseline, ckpt])  # two models called ckpt.pt get two captions and two file names
 panels = [("Input (gray)", None, "gray"), (f"Baseline: {names[0]}", baseline, names[0]), (f"GAN: {names[1]}", ckpt, names[1])]
-for column, (title, spec, name) in zip(st.columns(3), panels):
+clickable = next((i for i, (_, spec, _) in enumerate(panels) if hint_spec and spec == hint_spec), None)
+for i, (column, (title, spec, name)) in enumerate(zip(st.columns(3), panels)):
     with column:
         if spec == "" or spec in broken:
             continue
         with st.spinner("colorizing..."):
-            img = as_gray(photo) if spec is None else models.colorize(generator(spec, device), photo, temperature=temperature)
-        st.image(img, caption=title, width="stretch", output_format="PNG")  # exactly the downloaded pixels
+            given = placed(photo) if i == clickable and st.session_state.hints else None
+            img = as_gray(photo) if spec is None else models.colorize(generator(spec, device), photo, temperature=temperature,
+                                                                      hints=given)
+        if i == clickable:
+            from streamlit_image_coordinates import streamlit_image_coordinates
+
+            st.session_state.result = img
+            streamlit_image_coordinates(img, key="click", width="stretch", image_format="JPEG", jpeg_quality=90)
+            st.caption(f"{title}: {len(st.session_state.hints)} hints (click to add one)")
+        else:
+            st.image(img, caption=title, width="stretch", output_format="PNG")  # exactly the downloaded pixels
         download = f"{stem}-{Path(name.replace('/', '_')).stem if spec else name}.png"
         st.download_button("Download PNG", png_bytes(img), download, "image/png", key=title)

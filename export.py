@@ -2,11 +2,12 @@
 [--space=SPACE_DIR]
 
 SPEC is any model spec (a ckpt.pt gives its EMA generator when it has one). OUT_DIR gets:
-  model.safetensors  the generator in the official release's 82 keys (no pickle)
+  model.safetensors  the generator in the official release's keys (ECCV16: 82, SIGGRAPH17: 107; no pickle)
   config.json        what the model is and where it came from (training config and step of a ckpt.pt)
   README.md          a model card: how it was trained, its evaluate.py table (--results=r.json), how to load it
-  model.onnx         with --onnx=True: L (N,1,H,W) in [0,100] -> ab (N,2,H,W) in Lab units, any batch and size,
-                     checked against PyTorch with onnxruntime before it is written
+  model.onnx         with --onnx=True: L (N,1,H,W) in [0,100] -> ab (N,2,H,W) in Lab units, any batch and size
+                     (SIGGRAPH17: also the hints, hint_ab (N,2,H,W) and hint_mask (N,1,H,W); H, W multiples of 8),
+                     checked against PyTorch with onnxruntime, with and without hints, before it is written
 With --space=SPACE_DIR, a second folder that runs app.py as a Hugging Face Space (Docker SDK: README.md metadata,
 Dockerfile, the app's requirements.txt and modules) showing eccv16 beside this model: hf:OWNER/NAME after --push,
 otherwise a copy in SPACE_DIR/<OUT_DIR name>. Each folder is built beside its place, then renamed: never half-written.
@@ -43,8 +44,8 @@ config, paths = configurator.configure(globals(), positional=True)
 ONNX_TOLERANCE = 0.1  # ab, Lab units: well under one 8-bit level; a graph that ignores L is off by ~10
 ROOT = Path(__file__).resolve().parent
 EXPORT_FILES = {"README.md", "config.json", "model.safetensors", "model.onnx"}  # what an export folder holds
-SPACE_FILES = ["app.py", "configurator.py", "data.py", "models.py", ".streamlit/config.toml"]  # app.py and what it imports
-SPACE_PACKAGES = {"torch", "numpy", "pillow", "tqdm", "streamlit", "safetensors", "huggingface_hub"}
+SPACE_FILES = ["app.py", "configurator.py", "data.py", "hints.py", "models.py", ".streamlit/config.toml"]  # app.py and what it imports
+SPACE_PACKAGES = {"torch", "numpy", "pillow", "tqdm", "streamlit", "streamlit-image-coordinates", "safetensors", "huggingface_hub"}
 
 
 def fail(message: str) -> None:
@@ -53,38 +54,56 @@ def fail(message: str) -> None:
 
 
 class ColorizerForExport(nn.Module):
-    """The generator's contract for other runtimes: L (N,1,H,W) -> ab (N,2,H,W) at the input's own size."""
+    """The generator's contract for other runtimes: L (N,1,H,W) (SIGGRAPH17: and hints hint_ab (N,2,H,W), hint_mask
+    (N,1,H,W)) -> ab (N,2,H,W) at the input's own size. (An ONNX graph cannot name an input and its output alike.)"""
 
-    def __init__(self, G: models.ECCV16Generator):
+    def __init__(self, G: models.Generator):
         super().__init__()
         self.G = G
 
-    def forward(self, L: torch.Tensor) -> torch.Tensor:
-        """As G(L), the bilinear upsampling aimed at L's size (equal to G's x4 when H and W are multiples of 8)."""
+    def forward(self, L: torch.Tensor, hint_ab: torch.Tensor | None = None, hint_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """As G(L) (or G(L, [hint_ab, hint_mask])); ECCV16's bilinear upsampling aimed at L's size (equal to its x4 when H and W
+        are multiples of 8)."""
+        if self.G.takes_hints:
+            return self.G(L, torch.cat([hint_ab, hint_mask], 1))
         ab = self.G.model_out(torch.softmax(self.G.logits(L), 1))
         return F.interpolate(ab, size=L.shape[-2:], mode="bilinear") * 110
 
 
-def write_onnx(G: models.ECCV16Generator, path: Path) -> float:
-    """Export to path and check it with onnxruntime on random L at several sizes; returns the largest ab difference."""
+def onnx_inputs(G: models.Generator, shape: tuple[int, ...], gen: torch.Generator, with_hints: bool) -> dict[str, torch.Tensor]:
+    """Random inputs of the exported graph: L (and for SIGGRAPH17 hint_ab and hint_mask: 1 pixel in 50, or none)."""
+    N, _, H, W = shape
+    inputs = {"L": torch.rand(shape, generator=gen) * 100}
+    if G.takes_hints:
+        mask = (torch.rand(N, 1, H, W, generator=gen) < 0.02).float() * with_hints
+        inputs |= {"hint_ab": (torch.rand(N, 2, H, W, generator=gen) * 160 - 80) * mask, "hint_mask": mask}
+    return inputs
+
+
+def write_onnx(G: models.Generator, path: Path) -> float:
+    """Export to path and check it with onnxruntime on random inputs at several sizes (SIGGRAPH17: with and without
+    hints); returns the largest ab difference."""
     import onnxruntime
 
     wrapped = ColorizerForExport(G).eval()
+    gen = torch.Generator().manual_seed(0)
+    example = onnx_inputs(G, (1, 1, 64, 64), gen, True)  # traced small: batch, height and width are dynamic
+    dynamic = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():  # the TorchScript exporter (dynamic_axes, no onnxscript needed) warns that it is legacy
         warnings.simplefilter("ignore", DeprecationWarning)
-        example = torch.rand(1, 1, 64, 64) * 100  # traced small: batch, height and width are dynamic
-        torch.onnx.export(wrapped, (example,), str(path), input_names=["L"], output_names=["ab"],
-                          opset_version=opset, dynamo=False, dynamic_axes={"L": {0: "batch", 2: "height", 3: "width"},
-                                                                              "ab": {0: "batch", 2: "height", 3: "width"}})
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # SIGGRAPH17's size check: traced at a valid size
+        torch.onnx.export(wrapped, tuple(example.values()), str(path), input_names=list(example), output_names=["ab"],
+                          opset_version=opset, dynamo=False, dynamic_axes={name: dynamic for name in [*example, "ab"]})
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
-    gen = torch.Generator().manual_seed(0)
-    for shape in ((1, 1, 256, 256), (2, 1, 100, 130)):  # the model's own size; a batch at an odd size
-        L = torch.rand(shape, generator=gen) * 100
-        with torch.no_grad():
-            expected = wrapped(L)
-        got = torch.from_numpy(session.run(["ab"], {"L": L.numpy()})[0])
-        worst = max(worst, (got - expected).abs().max().item())
+    odd = (2, 1, 96, 136) if G.takes_hints else (2, 1, 100, 130)  # a batch at an odd size (SIGGRAPH17: multiples of 8)
+    for shape in ((1, 1, 256, 256), odd):  # and the model's own size
+        for with_hints in (False, True) if G.takes_hints else (False,):
+            inputs = onnx_inputs(G, shape, gen, with_hints)
+            with torch.no_grad():
+                expected = wrapped(*inputs.values())
+            got = torch.from_numpy(session.run(["ab"], {k: v.numpy() for k, v in inputs.items()})[0])
+            worst = max(worst, (got - expected).abs().max().item())
     if worst > ONNX_TOLERANCE:
         raise ValueError(f"model.onnx differs from PyTorch by {worst:.2e} in ab (over {ONNX_TOLERANCE})")
     return worst
@@ -93,11 +112,14 @@ def write_onnx(G: models.ECCV16Generator, path: Path) -> float:
 def model_card(spec: str, info: dict, table: dict | None) -> str:
     """README.md for the Hub: metadata, provenance, evaluation, how to load."""
     train = info.get("training", {})
-    lines = ["---", "library_name: colorgan", "pipeline_tag: image-to-image", "tags: [colorization, eccv16, gan]", "---", "",
-             f"# {info['name']}", "", "Automatic colorization of grayscale photos: Zhang et al.'s ECCV 2016 colorizer"
+    guided = info["architecture"] == "SIGGRAPH17Generator"
+    lines = ["---", "library_name: colorgan", "pipeline_tag: image-to-image",
+             f"tags: [colorization, {'siggraph17, user-guided' if guided else 'eccv16'}, gan]", "---", "",
+             f"# {info['name']}", "", ("User-guided colorization of grayscale photos: Zhang, Zhu et al.'s SIGGRAPH 2017 colorizer"
+                                       if guided else "Automatic colorization of grayscale photos: Zhang et al.'s ECCV 2016 colorizer")
              + (" fine-tuned with colorgan" if train else "") + f", exported from `{spec}`.", "",
-             "The network sees CIE L (0-100) of a 256x256 copy of the photo and predicts ab in Lab units; colorgan upsamples ab "
-             "onto the photo's own full-resolution L.", ""]
+             "The network sees CIE L (0-100) of a 256x256 copy of the photo" + (" and the user's hints" if guided else "")
+             + " and predicts ab in Lab units; colorgan upsamples ab onto the photo's own full-resolution L.", ""]
     if train:
         lines += [f"Trained {info.get('step', '?')} steps. Training config:", "", "```"]
         lines += [f"{k} = {v!r}" for k, v in train.items()] + ["```", ""]
@@ -108,10 +130,20 @@ def model_card(spec: str, info: dict, table: dict | None) -> str:
         lines += [f"| {r.get('label', r['ckpt'])} | " + " | ".join(f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |"
                   for r in rows]
         lines += ["", f"Protocol: `{json.dumps(table.get('protocol', {}))}`", ""]
-    lines += ["## Use", "", "```bash", "python colorize.py in.jpg out.jpg --ckpt=hf:OWNER/NAME   # with colorgan", "```", "",
-              "Without PyTorch, `model.onnx` (if present): input `L` (N,1,H,W) float32 in [0,100], output `ab` (N,2,H,W) in Lab "
-              "units; join them and convert Lab to sRGB (D65).", "",
-              "Weights: `model.safetensors`, in the keys of the official release (`colorization_release_v2`).", ""]
+    lines += ["## Use", "", "```bash", "python colorize.py in.jpg out.jpg --ckpt=hf:OWNER/NAME   # with colorgan"]
+    if guided:
+        lines += ["python colorize.py in.jpg out.jpg --ckpt=hf:OWNER/NAME --hints=hints.json   # colour where you say",
+                  "```", "", "`hints.json` is `{\"points\": [{\"x\": 412, \"y\": 230, \"color\": \"#2a5caa\", \"size\": 9}]}` "
+                  "(pixels of the photo as displayed; size: the square's side), or pass a painted RGBA PNG layer; in a folder "
+                  "job, `photo.hints.json` beside `photo.jpg`. Without hints it colorizes automatically.", "",
+                  "Without PyTorch, `model.onnx` (if present): inputs `L` (N,1,H,W) float32 in [0,100], `hint_ab` (N,2,H,W) the "
+                  "hints' ab in Lab units (0 elsewhere) and `hint_mask` (N,1,H,W) 1 where a hint is, 0 elsewhere (not centred); H and W "
+                  "multiples of 8; output `ab` (N,2,H,W) in Lab units; join it with L and convert Lab to sRGB (D65).", "",
+                  "Weights: `model.safetensors`, in the keys of the official release (`siggraph17-df00044c`).", ""]
+    else:
+        lines += ["```", "", "Without PyTorch, `model.onnx` (if present): input `L` (N,1,H,W) float32 in [0,100], output `ab` "
+                  "(N,2,H,W) in Lab units; join them and convert Lab to sRGB (D65).", "",
+                  "Weights: `model.safetensors`, in the keys of the official release (`colorization_release_v2`).", ""]
     return "\n".join(lines)
 
 
@@ -224,8 +256,10 @@ try:
     source = models.load_checkpoint(models.weights_path(spec)) if spec != "scratch" else {}
 except models.ModelError as e:
     fail(str(e))
-info = {"name": out.name, "architecture": "ECCV16Generator", "library": "colorgan", "source": spec,
-        "input": "L (N,1,H,W) in [0, 100]", "output": "ab (N,2,H,W) in Lab units, at 4x the 1/4-resolution logits",
+info = {"name": out.name, "architecture": type(G).__name__, "library": "colorgan", "source": spec,
+        "input": "L (N,1,H,W) in [0, 100]" + (", hint_ab (N,2,H,W) in Lab units (0 where none), hint_mask (N,1,H,W) 0/1; H, W "
+                                              "multiples of 8" if G.takes_hints else ""),
+        "output": "ab (N,2,H,W) in Lab units" + ("" if G.takes_hints else ", at 4x the 1/4-resolution logits"),
         "weights": "model.safetensors (release keys)"}
 if "config" in source:
     info |= {"step": int(source.get("step", 0)), "generator": "EMA" if "generator_ema" in source else "generator",
@@ -237,10 +271,10 @@ from safetensors.torch import save_file  # noqa: E402
 try:
     with new_folder(out) as tmp:
         state = {k: v.contiguous() for k, v in G.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt", "architecture": "ECCV16Generator"})
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt", "architecture": type(G).__name__})
         if onnx:
             diff = write_onnx(G, tmp / "model.onnx")
-            info |= {"onnx": {"file": "model.onnx", "opset": opset, "input": "L", "output": "ab", "dynamic": "batch, height, width",
+            info |= {"onnx": {"file": "model.onnx", "opset": opset, "input": "L, hint_ab, hint_mask" if G.takes_hints else "L", "output": "ab", "dynamic": "batch, height, width",
                               "max_abs_diff_vs_pytorch": diff}}
             print(f"export.py: model.onnx matches PyTorch within {diff:.1e} (ab, Lab units)", file=sys.stderr)
         (tmp / "config.json").write_text(json.dumps(info, indent=1, default=str))

@@ -165,3 +165,59 @@ def test_a_missing_model_is_said_at_start_and_the_gray_panel_is_l_alone(monkeypa
     gray = np.asarray(Image.open(io.BytesIO(served[at.image[0].value[0]])).convert("RGB"))
     assert len(at.image) == 2 and np.ptp(gray.astype(int), axis=2).max() <= 1  # the baseline column is left out
     assert np.abs(color.rgb2lab(gray)[..., 0] - color.rgb2lab(rgb)[..., 0]).max() < 0.6  # the photo's own L
+
+
+def test_hints_are_placed_edited_suggested_and_downloaded(monkeypatch, release_weights, siggraph_weights, script, tmp_path, served):
+    from streamlit.testing.v1 import AppTest
+
+    import hints
+    import models
+
+    monkeypatch.setattr(sys, "argv", ["app.py", f"--baseline={release_weights}", f"--ckpt={siggraph_weights}"])
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    photo = Image.fromarray(synthetic_rgb(0, 60, 80))
+    buf = io.BytesIO()
+    photo.save(buf, "PNG")
+    upload(at, "photo.png", buf.getvalue())
+    G = models.load_generator(siggraph_weights)
+    automatic = models.colorize(G, photo)
+    assert np.array_equal(np.asarray(at.session_state.result), np.asarray(automatic)) and not at.session_state.hints
+    # a hint by its pixel: its colour starts as the model's colour there
+    at.sidebar.number_input[0].set_value(20)
+    at.sidebar.number_input[1].set_value(15)
+    at.sidebar.button[0].click()
+    at.run()
+    assert at.session_state.hints[0]["x"] == 20 and at.sidebar.color_picker[0].value == "#%02x%02x%02x" % automatic.getpixel((20, 15))
+    at.sidebar.color_picker[0].set_value("#00c000")
+    at.run()
+    # a click on the picture (displayed at 160 wide): photo pixels (60, 45)
+    at.session_state["click"] = {"x": 120, "y": 90, "width": 160, "height": 120, "unix_time": 1}
+    at.run()
+    assert [(h["x"], h["y"]) for h in at.session_state.hints] == [(20, 15), (60, 45)]
+    suggest = [b for b in at.sidebar.button if (b.key or "").startswith("s1-")]  # the second hint's suggested colours
+    assert len(suggest) >= 2 and not at.exception
+    suggestion = suggest[0].help.split()[-1]
+    suggest[0].click()
+    at.run()
+    assert at.sidebar.color_picker[1].value == suggestion
+    shown = at.session_state.result
+    size = round(80 * hints.DEFAULT_SIZE / 256)
+    expected = models.colorize(G, photo, hints=hints.place(hints.parse_json(
+        '{"points": [{"x": 20, "y": 15, "color": "#00c000", "size": %d}, {"x": 60, "y": 45, "color": "%s", "size": %d}]}'
+        % (size, suggestion, size), "t"), 80, 60))
+    assert np.array_equal(np.asarray(shown), np.asarray(expected))
+    assert np.abs(np.asarray(shown, int) - np.asarray(automatic, int))[10:20, 15:25].mean() > 3  # the colour moved there
+    # the downloaded JSON makes the same picture with colorize.py
+    download = next(b for b in at.sidebar.get("download_button") if "JSON" in b.label)
+    (tmp_path / "p.png").write_bytes(buf.getvalue())
+    (tmp_path / "h.json").write_bytes(served[download.proto.url])  # colorize.py runs last: it sets sys.argv
+    next(b for b in at.sidebar.button if b.key == "del1").click()
+    at.run()
+    assert len(at.session_state.hints) == 1
+    next(b for b in at.sidebar.button if b.label == "Clear hints").click()
+    at.run()
+    assert not at.session_state.hints and np.array_equal(np.asarray(at.session_state.result), np.asarray(automatic))
+    assert script("colorize.py", str(tmp_path / "p.png"), str(tmp_path / "o.png"), f"--ckpt={siggraph_weights}",
+                  f"--hints={tmp_path / 'h.json'}")[0] == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png").convert("RGB")), np.asarray(shown))

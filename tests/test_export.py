@@ -103,7 +103,7 @@ def test_space_folder_runs_the_app_with_the_model_and_needs_only_its_requirement
     code, err = export(monkeypatch, capsys, str(trained_ckpt), str(out), f"--space={space}")
     assert code == 0, err
     files = sorted(str(p.relative_to(space)) for p in space.rglob("*") if p.is_file())
-    assert files == [".streamlit/config.toml", "Dockerfile", "README.md", "app.py", "configurator.py", "data.py", "models.py",
+    assert files == [".streamlit/config.toml", "Dockerfile", "README.md", "app.py", "configurator.py", "data.py", "hints.py", "models.py",
                      "my-colorizer/config.json", "my-colorizer/model.safetensors", "requirements.txt"]
     assert (space / "my-colorizer" / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
     meta = yaml.safe_load((space / "README.md").read_text().split("---")[1])  # the block Spaces reads
@@ -119,14 +119,14 @@ def test_space_folder_runs_the_app_with_the_model_and_needs_only_its_requirement
     assert models.load_generator(app_args[1].split("=", 1)[1]).state_dict().keys() == models.load_generator(str(out)).state_dict().keys()
 
     # every package the Space's modules import is in its requirements.txt (the rest is the standard library or its own)
-    wanted = {re.split(r"[<>=!~ ]", x)[0].lower() for x in (space / "requirements.txt").read_text().split()}
+    wanted = {re.split(r"[<>=!~ ]", x)[0].lower().replace("_", "-") for x in (space / "requirements.txt").read_text().split()}
     own = {p.stem for p in space.glob("*.py")}
     for path in space.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module] if isinstance(node, ast.ImportFrom) else []
             for top in {n.split(".")[0] for n in names if n and n.split(".")[0] not in own | set(sys.stdlib_module_names)}:
                 optional = top in ("torchvision", "datasets")  # imported only by figures and HF datasets, never by the app
-                assert optional or {"PIL": "pillow"}.get(top, top).lower() in wanted, f"{path.name} imports {top}"
+                assert optional or {"PIL": "pillow"}.get(top, top).lower().replace("_", "-") in wanted, f"{path.name} imports {top}"
 
     code, err = export(monkeypatch, capsys, str(trained_ckpt), str(tmp_path / "other"), f"--space={space}")
     assert code == 1 and f"{space} exists" in err and not (tmp_path / "other").exists()
@@ -223,3 +223,30 @@ def test_files_that_are_not_checkpoints_say_so_without_unsafe_advice(tmp_path):
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(models.ModelError, match="without model.safetensors"):
         models.load_generator(str(tmp_path / "empty_dir"))
+
+
+def test_a_siggraph17_model_exports_with_its_hint_inputs(siggraph_weights, tmp_path, monkeypatch, capsys):
+    import onnxruntime
+
+    out = tmp_path / "sig"
+    code, err = export(monkeypatch, capsys, siggraph_weights, str(out), "--onnx=True")
+    assert code == 0, err
+    info = json.loads((out / "config.json").read_text())
+    assert info["architecture"] == "SIGGRAPH17Generator" and info["onnx"]["input"] == "L, hint_ab, hint_mask"
+    assert "--hints=hints.json" in (out / "README.md").read_text()
+    G = models.load_generator(str(out))
+    assert isinstance(G, models.SIGGRAPH17Generator)
+    assert all(torch.equal(a, b) for a, b in zip(G.state_dict().values(), torch.load(siggraph_weights).values()))
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["L", "hint_ab", "hint_mask"]
+    rgb = torch.from_numpy(synthetic_rgb(5, 64, 96)).permute(2, 0, 1)[None]
+    import data
+    import hints
+
+    L, ab = data.uint8_to_lab(rgb)
+    for h in (torch.zeros(1, 3, 64, 96), hints.sweep(ab, 10, [0])):
+        with torch.no_grad():
+            expected = G(L, h)
+        got = session.run(["ab"], {"L": L.numpy(), "hint_ab": h[:, :2].numpy(), "hint_mask": h[:, 2:].numpy()})[0]
+        assert np.abs(got - expected.numpy()).max() < 0.1 and np.abs(got - expected.numpy()).mean() < 1e-3
+    assert (G(L, h) - G(L)).abs().max() > 1  # the hints matter: a graph that ignored them would fail above
