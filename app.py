@@ -14,31 +14,54 @@ import torch
 import configurator
 import hints as hint_files
 import models
-from data import ImageError, lab_to_rgb, load_image, png_bytes, uint8_to_l
+import runtime as runtimes
+from data import IMAGE_SUFFIXES,  ImageError, lab_to_rgb, load_image, png_bytes, uint8_to_l
 
 # -----------------------------------------------------------------------------
 baseline = "eccv16"  # middle column's model spec ("" hides it)
 ckpt = "runs/gan/ckpt.pt"  # right column's model spec ("" hides it)
 max_pixels = 50_000_000  # refuse larger images (decompression bombs)
 device = "auto"  # auto, cpu or cuda
+runtime = "torch"  # torch (exact) or openvino (CPU: with bf16 or int8, 2-4x faster; see the README for the colour cost)
+precision = "fp32"  # fp32, bf16 or int8 (openvino; with --calibration=FOLDER of photos)
+calibration = ""  # int8: a folder of photos to calibrate on (once per model: the result is cached)
 # -----------------------------------------------------------------------------
 st.set_page_config(page_title="colorgan", layout="wide")
 try:
     config, _ = configurator.configure(globals())
     if device not in ("auto", "cpu", "cuda"):
         raise SystemExit(f"app.py: --device must be auto, cpu or cuda, not {device!r}")
+    try:
+        precision = runtimes.check(runtime, precision)
+    except runtimes.RuntimeChoiceError as e:
+        raise SystemExit(f"app.py: {e}") from None
+    if runtime == "openvino" and device == "cuda":
+        raise SystemExit("app.py: --runtime=openvino runs on the CPU")
+    if precision == "int8" and not Path(calibration).is_dir() and not all(runtimes.shipped(s, "int8", 256) for s in (baseline, ckpt) if s):
+        raise SystemExit("app.py: --precision=int8 needs --calibration=FOLDER (photos to calibrate on, once per model) "
+                         "or models exported with --openvino=int8")
 except SystemExit as e:  # a bad option: one line in the terminal and in the page, not a blank page
     print(e, file=sys.stderr)
     st.error(str(e))
     st.stop()
-device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+device = ("cuda" if torch.cuda.is_available() and runtime == "torch" else "cpu") if device == "auto" else device
 max_upload_mb = st.get_option("server.maxUploadSize")  # the limit the uploader states (.streamlit/config.toml)
 
 
 @st.cache_resource
-def generator(spec: str, device: str) -> models.ECCV16Generator:
-    """Each model is loaded once per server."""
-    return models.load_generator(spec, device)
+def generator(spec: str, device: str):
+    """Each model is loaded (and, for another runtime or precision, compiled) once per server."""
+    G = models.load_generator(spec, device)
+    if runtime == "torch" and precision == "fp32":
+        return G
+    calib = [p for p in media_files(calibration) if p.suffix.lower() in IMAGE_SUFFIXES] if calibration else []
+    return runtimes.prepare(G, runtime, precision, 256, runtimes.photo_batches(calib, 256, runtimes.CALIBRATION_IMAGES),
+                            "\n".join(map(str, calib[:runtimes.CALIBRATION_IMAGES])), xml=runtimes.shipped(spec, precision, 256))
+
+
+def media_files(folder: str) -> list[Path]:
+    """The photos under folder, sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file())
 
 
 def to_hex(rgb) -> str:
@@ -76,13 +99,13 @@ broken = {}  # each model is checked (and loaded, once per server) at start, not
 for spec in dict.fromkeys(s for s in (baseline, ckpt) if s):
     try:
         generator(spec, device)
-    except models.ModelError as e:
+    except (models.ModelError, runtimes.RuntimeChoiceError) as e:
         broken[spec] = str(e)
         st.error(str(e))
 upload = st.file_uploader("A photo (JPEG, PNG or WebP); colour photos are shown as the gray input the models see",
                           type=["jpg", "jpeg", "png", "webp"])
-temperature = st.slider("Temperature: 1 is the release's mean colour, lower is more saturated (the paper uses 0.38)",
-                        0.2, 1.0, 1.0, 0.02)
+temperature = 1.0 if runtime == "openvino" else st.slider(
+    "Temperature: 1 is the release's mean colour, lower is more saturated (the paper uses 0.38)", 0.2, 1.0, 1.0, 0.02)
 if upload is None:
     st.stop()
 if upload.size > max_upload_mb * 2**20:
@@ -136,7 +159,9 @@ if hint_spec:
             h["color"] = st.session_state.get(f"color{h['id']}", h["color"])
             st.color_picker(f"Hint at ({h['x']:.0f}, {h['y']:.0f})", key=f"color{h['id']}")
             row = st.columns(5)
-            for j, (col, color) in enumerate(zip(row, suggested(generator(hint_spec, device), photo, h))):
+            if h is st.session_state.hints[-1] and "suggested" not in h:  # the newest hint's, once: one more model run
+                h["suggested"] = suggested(getattr(generator(hint_spec, device), "source", generator(hint_spec, device)), photo, h)
+            for j, (col, color) in enumerate(zip(row, h.get("suggested", []))):
                 col.button("●", key=f"s{h['id']}-{j}", help=f"the model suggests {color}", on_click=set_color,
                            args=(h, color))
             row[4].button("Delete", key=f"del{h['id']}", on_click=remove_hints, args=(h["id"],))

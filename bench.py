@@ -6,6 +6,8 @@
 4. inference: colorize.py on a 12-megapixel photo vs the release pipeline (whole processes, alternating)
 5. folder: colorize.py's pipelined folder job (media.colorize_files) vs a one-at-a-time loop, and each stage's cost
 6. video: a 640x360 clip through video.colorize_video vs a one-frame-at-a-time loop over the photo path
+7. runtime: each --runtime/--precision beside torch fp32: model latency at 256 (ECCV16 and SIGGRAPH17), folder and
+   video throughput, and what each costs in colour (ab error, PSNR, colourfulness) on held-out photos
 """
 
 import atexit
@@ -24,10 +26,13 @@ import torch
 from PIL import Image
 
 import configurator
+import data
+import hints
 import losses
 import media
 import metrics
 import models
+import runtime
 import training
 import video
 from data import ImageDataset, lab_to_rgb, load_image, uint8_to_lab
@@ -38,8 +43,10 @@ quick = False  # small sizes and few repeats (CPU: a few minutes)
 out = "bench.json"  # results file
 photos = "../shared/data/imagenet-sample/images"  # JPEGs for the data, eval and inference benchmarks
 weights = ""  # release-format weights for inference ('' = random weights: the same compute)
+siggraph_weights = ""  # SIGGRAPH17 weights for the runtime section ('' = random weights)
+calibration_images = runtime.CALIBRATION_IMAGES  # runtime: int8 calibration photos (taken after the held-out ones)
 num_workers = 2  # DataLoader workers for the data benchmark
-sections = "data,train,eval,infer,folder,video"  # which benchmarks to run
+sections = "data,train,eval,infer,folder,video,runtime"  # which benchmarks to run
 # -----------------------------------------------------------------------------
 config, _ = configurator.configure(globals())
 device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
@@ -386,22 +393,30 @@ def bench_folder() -> None:
         report("folder", f"CPU seconds per photo: {name}", statistics.mean(seconds), "s")
 
 
-def bench_video() -> None:
-    """6. a 640x360 clip: video.colorize_video (threads, batches, filter) vs a frame-at-a-time loop over the photo path."""
+def make_clip(frames: int) -> Path:
+    """A 640x360 H.264 clip: two still scenes with film grain, a cut half way."""
     import av
 
-    G = models.load_generator(weights or "scratch", device)
-    clip = tmp / "clip.mp4"
-    frames = 24 if quick else 96
+    clip = tmp / f"clip{frames}.mp4"
     scenes = [np.asarray(load_image(f).resize((640, 360), Image.BICUBIC)).astype(float) for f in files[:2]]
     rng = np.random.default_rng(0)
-    with av.open(str(clip), "w") as c:  # two still scenes with film grain, a cut half way
+    with av.open(str(clip), "w") as c:
         s = c.add_stream("libx264", rate=24)
         s.width, s.height, s.pix_fmt = 640, 360, "yuv420p"
         for i in range(frames):
             img = np.clip(scenes[i >= frames // 2] + rng.normal(0, 4, scenes[0].shape), 0, 255).astype(np.uint8)
             c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
         c.mux(s.encode())
+    return clip
+
+
+def bench_video() -> None:
+    """6. a 640x360 clip: video.colorize_video (threads, batches, filter) vs a frame-at-a-time loop over the photo path."""
+    import av
+
+    G = models.load_generator(weights or "scratch", device)
+    frames = 24 if quick else 96
+    clip = make_clip(frames)
 
     def loop() -> None:  # today's photo path, one frame at a time, into an encoder
         with av.open(str(clip)) as inp, av.open(str(tmp / "loop.mp4"), "w") as out:
@@ -431,8 +446,78 @@ def bench_video() -> None:
         report("video", f"{name}: filter on vs frame by frame", np.abs(filtered[k].astype(int) - raw[k].astype(int)).mean(), "levels")
 
 
+COMBOS = [("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")]
+
+
+def bench_runtime() -> None:
+    """7. each runtime and precision beside torch fp32 (the exact path), in one run: latency, throughput, colour cost."""
+    os.environ["COLORGAN_CACHE"] = str(tmp / "cache")  # a fresh cache: first starts are first starts
+    # held out as the training scripts hold out a folder without a validation split (every 20th), so that a model
+    # trained here with --dataset=--photos is measured on photos it never saw; int8 calibrates on others
+    held_out = [f for i, f in enumerate(files) if i % data.HELD_OUT_EVERY == data.HELD_OUT_EVERY - 1][:48]
+    calib = [f for f in files if f not in held_out][:calibration_images]
+    batches = runtime.photo_batches(calib, 256, calibration_images)
+    truth = torch.stack([models.small_copy(load_image(p)) for p in held_out])
+    L, ab = uint8_to_lab(truth)
+    rgb_true = lab_to_rgb(torch.cat([L, ab], 1))
+    given = hints.sweep(ab, 10, list(range(len(held_out))))
+    for arch, spec in (("eccv16", weights), ("siggraph17", siggraph_weights)):
+        G = models.load_generator(spec or "scratch", arch=arch)
+        with torch.no_grad():
+            exact = {n: G(L, given if n else None) for n in ((0, 10) if G.takes_hints else (0,))}
+        base = {}
+        for rt, precision in COMBOS:
+            if runtime.check(rt, precision, fallback=True) != precision:
+                continue
+            name = f"{arch} {rt} {precision}"
+            t = time.perf_counter()
+            g = runtime.prepare(G, rt, precision, 256, batches, "bench", calibration_images)
+            report("runtime", f"{name}: first start (convert, calibrate, compile)", time.perf_counter() - t, "s")
+            t = time.perf_counter()
+            g = runtime.prepare(G, rt, precision, 256, batches, "bench", calibration_images)
+            report("runtime", f"{name}: next start (from the cache)", time.perf_counter() - t, "s")
+            with torch.no_grad():
+                ms = 1000 * median_time(lambda: g(L[:1], given[:1] if G.takes_hints else None), 8, warmup=2)
+                base.setdefault("ms", ms)
+                report("runtime", f"{name}: 256x256 batch 1", ms, "ms")
+                report("runtime", f"{name}: speed-up vs torch fp32", base["ms"] / ms, "x")
+                for n, ref in exact.items():
+                    pred = torch.cat([g(L[i:i + 8], given[i:i + 8] if n else None) for i in range(0, len(L), 8)])
+                    err = (pred - ref).abs().flatten()
+                    rgb = lab_to_rgb(torch.cat([L, pred], 1))
+                    psnr = losses.psnr(rgb, rgb_true).mean().item()
+                    dcf = abs(losses.colorfulness(rgb).mean().item() - losses.colorfulness(rgb_true).mean().item())
+                    base.setdefault(n, (psnr, dcf))
+                    tag = f"{name}{f', {n} hints' if G.takes_hints else ''}"
+                    report("runtime", f"{tag}: ab error vs fp32, mean", err.mean(), "Lab")
+                    report("runtime", f"{tag}: ab error vs fp32, 99.9th pct", err.quantile(0.999), "Lab")
+                    report("runtime", f"{tag}: PSNR change vs fp32", psnr - base[n][0], "dB")
+                    report("runtime", f"{tag}: delta-CF change vs fp32", dcf - base[n][1], "")
+    # throughput of the jobs (ECCV16, the default model): a folder of 1-12 MP photos and a 640x360 clip
+    G = models.load_generator(weights or "scratch")
+    paths = folder_photos(16)
+    clip = make_clip(24 if quick else 96)
+    rates = {}
+    for rt, precision in COMBOS:
+        if runtime.check(rt, precision, fallback=True) != precision:
+            continue
+        g = runtime.prepare(G, rt, precision, 256, batches, "bench", calibration_images)
+        out_dir = tmp / f"rt-{rt}-{precision}"
+        t = time.perf_counter()
+        written = sum(error is None for *_, error in media.colorize_files(g, [(p, out_dir / p.name) for p in paths]))
+        folder_rate = written / (time.perf_counter() - t)
+        t = time.perf_counter()
+        video.colorize_video(g, clip, tmp / f"rt-{rt}-{precision}.mp4", progress=False)
+        video_rate = (24 if quick else 96) / (time.perf_counter() - t)
+        rates.setdefault("base", (folder_rate, video_rate))
+        report("runtime", f"folder {rt} {precision}: photos/s (16 of 1-12 MP)", folder_rate, "photos/s")
+        report("runtime", f"folder {rt} {precision}: vs torch fp32", folder_rate / rates["base"][0], "x")
+        report("runtime", f"video {rt} {precision}: frames/s (640x360)", video_rate, "frames/s")
+        report("runtime", f"video {rt} {precision}: vs torch fp32", video_rate / rates["base"][1], "x")
+
+
 SECTIONS = {"data": bench_data, "train": bench_train, "eval": bench_eval, "infer": bench_infer, "folder": bench_folder,
-            "video": bench_video}
+            "video": bench_video, "runtime": bench_runtime}
 for name in sections.split(","):
     if name not in SECTIONS:
         sys.exit(f"bench.py: unknown section {name!r} (use some of {','.join(SECTIONS)})")

@@ -18,6 +18,7 @@ import os
 import shlex
 import signal
 import sys
+from pathlib import Path
 
 gc.disable()  # importing torch makes ~180,000 objects that live until exit: collecting them is wasted time
 import torch  # noqa: E402
@@ -28,6 +29,7 @@ import data  # noqa: E402
 import hints as hint_files  # noqa: E402
 import media  # noqa: E402
 import models  # noqa: E402
+import runtime as runtimes  # noqa: E402
 import video  # noqa: E402
 
 gc.freeze()  # and later collections skip them
@@ -39,6 +41,11 @@ hints = ""  # SIGGRAPH17 models: hints for one photo, a .json of points or a pai
 size = 256  # the model's input size (the release uses 256)
 temperature = 1.0  # annealed-mean temperature in (0, 1]: 1 is the release's mean, 0.38 the paper's (more saturated)
 device = "auto"  # auto, cpu, cuda, cuda:N or mps
+runtime = "torch"  # torch (the exact path) or openvino (CPU; pip install openvino, and nncf for int8)
+precision = "fp32"  # fp32 (exact), bf16 (the CPU's bf16 units) or int8 (openvino, NNCF-calibrated): see the README's costs
+calibration = ""  # int8: a folder of photos to calibrate on ('' = the job's own photos); cached per model, so once
+calibration_images = runtimes.CALIBRATION_IMAGES  # int8: how many photos calibrate
+fallback = False  # bf16 on a CPU without bf16 units: run fp32 (with a note) instead of refusing
 batch_size = 4  # photos (or video frames) per model call
 workers = 2  # threads that decode and encode while the model runs (0: one stage after another)
 overwrite = False  # replace outputs that exist
@@ -88,6 +95,15 @@ if not 0 <= temporal < 1:
 if overwrite and skip_existing:
     fail("--overwrite=True and --skip_existing=True contradict each other")
 try:
+    precision = runtimes.check(runtime, precision, fallback)
+except runtimes.RuntimeChoiceError as e:
+    fail(str(e))
+if runtime == "openvino" and (temperature != 1 or device not in ("auto", "cpu")):
+    fail("--runtime=openvino runs on the CPU at temperature 1 (the release's mean); use --runtime=torch for "
+         f"{'--temperature' if temperature != 1 else '--device=' + device}")
+if calibration and not os.path.isdir(calibration):
+    fail(f"--calibration={calibration}: not a folder of photos")
+try:
     jobs, notes = media.plan(paths, format)
 except media.PlanError as e:
     fail(str(e))
@@ -119,11 +135,19 @@ try:
         hint_files.check(h, *hint_files.displayed_size(src))
 except hint_files.HintError as e:
     fail(str(e))
-device = pick_device(device)
+device = pick_device("cpu" if runtime == "openvino" else device)
 try:
     G = models.load_generator(ckpt, device)
 except models.ModelError as e:
     fail(str(e))
+if runtime != "torch" or precision != "fp32":
+    own = sorted(src for src, _ in jobs if src.suffix.lower() not in video.VIDEO_SUFFIXES)
+    calib = [p for p in media.files_under(Path(calibration)) if p.suffix.lower() in data.IMAGE_SUFFIXES] if calibration else own
+    try:
+        G = runtimes.prepare(G, runtime, precision, size, runtimes.photo_batches(calib, size, calibration_images),
+                             "\n".join(map(str, calib[:calibration_images])), calibration_images, runtimes.shipped(ckpt, precision, size))
+    except runtimes.RuntimeChoiceError as e:
+        fail(str(e))
 if hints_for and not G.takes_hints:
     if hints:
         fail(f"--hints={hints}: {ckpt} is an ECCV16 model, which has no hint input; use --ckpt=siggraph17 or a model "

@@ -31,8 +31,9 @@ import losses
 import media
 import metrics
 import models
+import runtime as runtimes
 import training
-from data import DEFAULT_DATA, DataError, colorization_grid, lab_to_rgb, make_dataset, to_pil, uint8_to_lab
+from data import DEFAULT_DATA, IMAGE_SUFFIXES, DataError, colorization_grid, lab_to_rgb, make_dataset, to_pil, uint8_to_lab
 
 # -----------------------------------------------------------------------------
 ckpt = ["eccv16"]  # models to compare, one column each (repeat --ckpt=...): eccv16, weights, a ckpt.pt, a folder, hf:OWNER/NAME
@@ -50,6 +51,10 @@ fid_weights = "default"  # default (downloaded once), random (seeded, offline sm
 lpips_weights = "default"  # default (ImageNet backbone), random (seeded), none (no LPIPS) or a torchvision backbone file
 lpips_net = "alex"  # LPIPS backbone: alex (LPIPS's own default) or vgg (CT2's)
 device = "auto"  # auto, cpu or cuda
+runtime = "torch"  # torch (exact) or openvino (CPU): what each precision costs in colour is measured against torch fp32
+precision = "fp32"  # fp32, bf16 or int8 (openvino; needs --calibration: photos other than the evaluated ones)
+calibration = ""  # int8: a folder of photos to calibrate on
+calibration_images = runtimes.CALIBRATION_IMAGES
 out = ""  # write the results as JSON here
 grid = ""  # write a comparison figure (gray | each model | ground truth) here
 grid_images = 6  # rows of the figure
@@ -110,6 +115,14 @@ except ValueError:
     counts = [-1]
 if any(n < 0 for n in counts):
     fail(f"--hints={hints}: a comma-separated list of hint counts, e.g. 0,1,2,5,10")
+try:
+    precision = runtimes.check(runtime, precision)
+except runtimes.RuntimeChoiceError as e:
+    fail(str(e))
+if runtime == "openvino" and (temperature != 1 or device == "cuda"):
+    fail("--runtime=openvino runs on the CPU at temperature 1; use --runtime=torch for --temperature or --device=cuda")
+if precision == "int8" and not Path(calibration).is_dir():
+    fail("--precision=int8 needs --calibration=FOLDER: photos other than the evaluated ones, so the cost is not flattered")
 labels = models.spec_labels(ckpt)
 
 from accelerate import Accelerator  # heavy: after the refusals
@@ -120,10 +133,15 @@ device, rank, world = accelerator.device, accelerator.process_index, accelerator
 try:
     images = make_dataset(dataset, split, image_size, train=False, resize=resize)
     generators = [models.load_generator(spec, device) for spec in ckpt]
+    if runtime != "torch" or precision != "fp32":
+        calib = [p for p in media.files_under(Path(calibration)) if p.suffix.lower() in IMAGE_SUFFIXES] if calibration else []
+        generators = [runtimes.prepare(G, runtime, precision, image_size, runtimes.photo_batches(calib, image_size, calibration_images),
+                                       "\n".join(map(str, calib[:calibration_images])), calibration_images,
+                                       runtimes.shipped(spec, precision, image_size)) for spec, G in zip(ckpt, generators)]
     vgg = None if vgg_weights == "none" else losses.VGGFeatures(vgg_weights).to(device)
     fid_nets = metrics.fid_networks(fid, fid_weights, device)
     lpips_net_ = None if lpips_weights == "none" else metrics.lpips_network(lpips_net, lpips_weights, device)
-except (DataError, models.ModelError, losses.VGGError, metrics.MetricError) as e:
+except (DataError, models.ModelError, losses.VGGError, metrics.MetricError, runtimes.RuntimeChoiceError) as e:
     fail(str(e))
 # one column per (model, hint count); a model without a hint input gets one column whatever the counts
 columns = [(j, n) for j, G in enumerate(generators) for n in (counts if counts and G.takes_hints else [None])]
@@ -222,7 +240,7 @@ for k in ["n_images"] + METRICS:
 if out:
     protocol = {"dataset": dataset, "split": images.split, "n_images": n_used, "skipped": skipped, "processes": world,
                 "image_size": image_size, "resize": f"PIL bicubic, {'stretched' if resize == 'stretch' else 'central square'} ({resize})",
-                "temperature": temperature, **({"hints": {"counts": counts, "method": f"n {hint_sim.SWEEP_SIZE}x{hint_sim.SWEEP_SIZE} "
+                "temperature": temperature, "runtime": f"{runtime} {precision}", **({"hints": {"counts": counts, "method": f"n {hint_sim.SWEEP_SIZE}x{hint_sim.SWEEP_SIZE} "
                 "squares at image_size, centres ~ N(centre, side/4) from the image's index, each the ground truth's mean ab"}}
                                                  if counts else {}), "auc_thresholds": "0..150 step 1", "psnr_identical_db": 100.0,
                 "ssim": "skimage defaults (7x7 uniform, sample covariance), channel mean, data_range 1",

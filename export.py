@@ -5,6 +5,8 @@ SPEC is any model spec (a ckpt.pt gives its EMA generator when it has one). OUT_
   model.safetensors  the generator in the official release's keys (ECCV16: 82, SIGGRAPH17: 107; no pickle)
   config.json        what the model is and where it came from (training config and step of a ckpt.pt)
   README.md          a model card: how it was trained, its evaluate.py table (--results=r.json), how to load it
+  openvino/          with --openvino=fp32,int8: OpenVINO models (model.xml/.bin, 256x256 inputs) that
+                     --runtime=openvino uses from this folder instead of converting (and calibrating) again
   model.onnx         with --onnx=True: L (N,1,H,W) in [0,100] -> ab (N,2,H,W) in Lab units, any batch and size
                      (SIGGRAPH17: also the hints, hint_ab (N,2,H,W) and hint_mask (N,1,H,W); H, W multiples of 8),
                      checked against PyTorch with onnxruntime, with and without hints, before it is written
@@ -39,13 +41,16 @@ push = ""  # OWNER/NAME: upload the folder to this Hub model repository (needs `
 private = False  # with --push: create the repository private
 space = ""  # also write a Hugging Face Space folder here: app.py with this model (see the README for uploading it)
 overwrite = False  # replace an existing OUT_DIR (and SPACE_DIR)
+openvino = ""  # also write OpenVINO models: fp32 (what --precision=fp32 and bf16 run), int8 (needs --calibration), or fp32,int8
+calibration = ""  # with --openvino=int8: a folder of photos to calibrate on
 # -----------------------------------------------------------------------------
 config, paths = configurator.configure(globals(), positional=True)
 ONNX_TOLERANCE = 0.1  # ab, Lab units: well under one 8-bit level; a graph that ignores L is off by ~10
 ROOT = Path(__file__).resolve().parent
-EXPORT_FILES = {"README.md", "config.json", "model.safetensors", "model.onnx"}  # what an export folder holds
-SPACE_FILES = ["app.py", "configurator.py", "data.py", "hints.py", "models.py", ".streamlit/config.toml"]  # app.py and what it imports
-SPACE_PACKAGES = {"torch", "numpy", "pillow", "tqdm", "streamlit", "streamlit-image-coordinates", "safetensors", "huggingface_hub"}
+EXPORT_FILES = {"README.md", "config.json", "model.safetensors", "model.onnx", "openvino"}  # what an export folder holds
+SPACE_FILES = ["app.py", "configurator.py", "data.py", "hints.py", "models.py", "runtime.py", ".streamlit/config.toml"]  # app.py and what it imports
+SPACE_PACKAGES = {"torch", "numpy", "pillow", "tqdm", "streamlit", "streamlit-image-coordinates", "safetensors", "huggingface_hub",
+                  "openvino"}  # openvino: --runtime=openvino with a shipped model (nncf only calibrates, which export.py did)
 
 
 def fail(message: str) -> None:
@@ -186,6 +191,8 @@ def write_space(folder: Path, model_dir: Path) -> None:
         (folder / ckpt).mkdir()
         for name in ("model.safetensors", "config.json"):
             shutil.copyfile(model_dir / name, folder / ckpt / name)
+        if (model_dir / "openvino").is_dir():
+            shutil.copytree(model_dir / "openvino", folder / ckpt / "openvino")
     (folder / "requirements.txt").write_text(space_requirements())
     (folder / "Dockerfile").write_text(dockerfile(ckpt))
     (folder / "README.md").write_text(space_readme(f"colorgan: {model_dir.name}", ckpt, push))
@@ -246,6 +253,18 @@ if results:
         table = json.loads(Path(results).read_text())
     except (OSError, ValueError) as e:
         fail(f"--results={results}: not an evaluate.py --out JSON ({e})")
+variants = [v for v in openvino.split(",") if v]
+if any(v not in ("fp32", "int8") for v in variants):
+    fail(f"--openvino={openvino}: a comma-separated list of fp32 and int8 (bf16 runs the fp32 model)")
+if variants:
+    import runtime
+
+    try:
+        runtime.check("openvino", "int8" if "int8" in variants else "fp32")
+    except runtime.RuntimeChoiceError as e:
+        fail(str(e))
+    if "int8" in variants and not Path(calibration).is_dir():
+        fail("--openvino=int8 needs --calibration=FOLDER: photos to calibrate on")
 if onnx:
     try:
         import onnxruntime  # noqa: F401  (checked before any work)
@@ -277,6 +296,14 @@ try:
             info |= {"onnx": {"file": "model.onnx", "opset": opset, "input": "L, hint_ab, hint_mask" if G.takes_hints else "L", "output": "ab", "dynamic": "batch, height, width",
                               "max_abs_diff_vs_pytorch": diff}}
             print(f"export.py: model.onnx matches PyTorch within {diff:.1e} (ab, Lab units)", file=sys.stderr)
+        if variants:
+            import data
+            import media
+
+            photos = [p for p in media.files_under(Path(calibration)) if p.suffix.lower() in data.IMAGE_SUFFIXES] if calibration else []
+            for v in variants:
+                runtime.convert(G, tmp / "openvino" / v, v, 256, runtime.photo_batches(photos, 256, runtime.CALIBRATION_IMAGES))
+            info |= {"openvino": {v: f"openvino/{v}/model.xml" for v in variants} | {"input_size": 256}}
         (tmp / "config.json").write_text(json.dumps(info, indent=1, default=str))
         (tmp / "README.md").write_text(model_card(spec, info, table))
     if space:

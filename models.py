@@ -464,11 +464,16 @@ def set_rng_state(state: dict) -> None:
 # ----------------------------------------------------------------------------- inference
 
 
+def device_of(G) -> torch.device:
+    """Where a generator runs: its parameters' device (a compiled runtime's own, see runtime.py)."""
+    return G.device if hasattr(G, "device") else next(G.parameters()).device
+
+
 @torch.no_grad()
 def predict_ab(G: Generator, small: torch.Tensor, temperature: float = 1.0, hints: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 RGB copies (N,3,s,s) (and hints (N,3,s,s) for a SIGGRAPH17 model) -> the model's ab (N,2,s,s), float32,
     on the model's device."""
-    device = next(G.parameters()).device
+    device = device_of(G)
     return G(data.uint8_to_l(small.to(device)), None if hints is None else hints.to(device), temperature).float()
 
 

@@ -81,6 +81,9 @@ G_fwd = torch.compile(G) if compile else G
 if run.is_main and state is None:
     run.writer.add_text("config", "\n".join(f"    {k} = {v!r}" for k, v in config.items()))
 
+hint_rng = torch.Generator().manual_seed(seed + run.accelerator.process_index)  # SIGGRAPH17's simulated hints
+if state is not None and "hint_rng" in state:
+    hint_rng.set_state(state["hint_rng"])  # a resume draws the hints it would have drawn
 if loss == "classification":
     from tqdm import tqdm
 
@@ -102,7 +105,7 @@ if loss == "classification":
 
 def state_dict() -> dict:
     """What ckpt.pt holds besides the position: G in release keys, then what resume needs."""
-    return {"generator": G_own.state_dict(), "opt": opt.state_dict()}
+    return {"generator": G_own.state_dict(), "opt": opt.state_dict(), "hint_rng": hint_rng.get_state()}
 
 
 with training.refusals(SCRIPT):  # 16 undecodable photos in a row: the data is broken, not one file
@@ -111,8 +114,8 @@ with training.refusals(SCRIPT):  # 16 undecodable photos in a row: the data is b
         weight = has_chroma(ab).float()  # Zhang et al.: gray photos teach nothing about colour
         regression = losses.huber_ab if loss == "huber" else losses.mse_ab
         with run.accelerator.autocast():
-            if G_own.takes_hints:  # hints drawn from the truth (the global RNG: a resume continues it exactly)
-                given = hints.simulate(ab, None, hint_p_stop, gaussian=hint_centres == "gaussian")
+            if G_own.takes_hints:  # hints drawn from the truth
+                given = hints.simulate(ab, hint_rng, hint_p_stop, gaussian=hint_centres == "gaussian")
                 pred, class_logits = G_fwd(L, given, logits=True)
                 train_loss = regression(pred.float(), ab, weight) + lambda_class * losses.ab_class_loss(class_logits, ab, weight)
             elif loss == "classification":

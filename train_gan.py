@@ -67,8 +67,11 @@ if G.takes_hints:  # SIGGRAPH17's class head has no part in the GAN's losses (an
     G.model_class.requires_grad_(False)
 D = models.PatchDiscriminator()
 G_ema = copy.deepcopy(G).eval().requires_grad_(False) if ema_decay else None
+hint_rng = torch.Generator().manual_seed(seed + run.accelerator.process_index)  # SIGGRAPH17's simulated hints
 if state is not None:
     D.load_state_dict(state["discriminator"])
+    if "hint_rng" in state:
+        hint_rng.set_state(state["hint_rng"])  # a resume draws the hints it would have drawn
     if G_ema is not None:
         G_ema.load_state_dict(state.get("generator_ema", state["generator"]))
 if channels_last:
@@ -90,7 +93,8 @@ if run.is_main and state is None:
 
 def state_dict() -> dict:
     """What ckpt.pt holds besides the position: G in release keys first, then what resume needs."""
-    parts = {"generator": G_own.state_dict(), "discriminator": D_own.state_dict(), "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict()}
+    parts = {"generator": G_own.state_dict(), "discriminator": D_own.state_dict(), "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+             "hint_rng": hint_rng.get_state()}
     return parts | ({"generator_ema": G_ema.state_dict()} if G_ema is not None else {})
 
 
@@ -102,7 +106,7 @@ def validate() -> None:
 with training.refusals(SCRIPT):  # 16 undecodable photos in a row: the data is broken, not one file
     for rgb in run.batches(epochs, max_steps, validate, state_dict):
         L, ab = uint8_to_lab(rgb)
-        given = hints.simulate(ab, None, hint_p_stop) if G_own.takes_hints else None  # SIGGRAPH17: hints from the truth
+        given = hints.simulate(ab, hint_rng, hint_p_stop) if G_own.takes_hints else None  # SIGGRAPH17: hints from the truth
         ema = (G_ema, G_own, training.ema_decay_at(run.step, ema_decay)) if G_ema is not None else None
         finite, logs = training.gan_step(G_fwd, D_fwd, D_for_G, opt_G, opt_D, L, ab, given, gan_mode=gan_mode, lambda_l1=lambda_l1,
                                          lambda_perceptual=lambda_perceptual, vgg=vgg, ema=ema,

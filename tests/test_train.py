@@ -342,3 +342,32 @@ def test_a_tilde_in_a_path_option_is_the_home_folder(monkeypatch, tmp_path):
     namespace = {"dataset": "x", "ckpt": [], "out_dir": "runs/a"}
     configurator.configure(namespace, ["--dataset=~/my-photos", "--ckpt=~/a.pt", "--ckpt=b.pt"])
     assert namespace["dataset"] == str(tmp_path / "my-photos") and namespace["ckpt"] == [str(tmp_path / "a.pt"), "b.pt"]
+
+
+def test_siggraph17_trains_on_hints_from_the_truth_and_resumes_exactly(script, split_photos, tmp_path, monkeypatch, siggraph_weights):
+    import hints
+
+    seen = []
+    simulate = hints.simulate
+
+    def recorded(ab, g, *args, **kw):  # what the step hands the model: hints drawn from the batch's own colours
+        out = simulate(ab, g, *args, **kw)
+        seen.append((ab.clone(), out))
+        return out
+
+    monkeypatch.setattr(hints, "simulate", recorded)
+    common = [f"--dataset={split_photos}", *TINY, "--val_images=1", "--loss=huber"]
+    ok(script("train_finetune.py", *common, "--arch=siggraph17", "--init=scratch", "--max_steps=3", f"--out_dir={tmp_path / 'straight'}"))
+    assert len(seen) == 3
+    for ab, given in seen:
+        m = given[:, 2:].bool()
+        assert m.any() and torch.allclose(given[:, :2][m.expand(-1, 2, -1, -1)].abs().max(), given[:, :2].abs().max())
+        assert (given[:, :2].abs().amax((1, 2, 3)) <= ab.abs().amax((1, 2, 3)) + 1e-4).all()  # means of the truth
+    ok(script("train_finetune.py", *common, "--arch=siggraph17", "--init=scratch", "--max_steps=1", f"--out_dir={tmp_path / 'stopped'}"))
+    # the resumed leg names other weights: a resume that ignored ckpt.pt would differ
+    ok(script("train_finetune.py", *common, f"--init={siggraph_weights}", "--max_steps=3", "--resume=True", f"--out_dir={tmp_path / 'stopped'}"))
+    a, b = (models.load_checkpoint(tmp_path / d / "ckpt.pt") for d in ("straight", "stopped"))
+    assert models.state_arch(a["generator"]) == "siggraph17" and a["step"] == b["step"] == 3
+    same_checkpoints(a, b, ("generator",))
+    code, err = script("train_finetune.py", *common, "--arch=eccv16", f"--init={siggraph_weights}", f"--out_dir={tmp_path / 'x'}")
+    assert code == 1 and "is a siggraph17 model, not eccv16" in err

@@ -1,0 +1,262 @@
+"""Inference runtimes for everything that colorizes: --runtime=torch|openvino, --precision=fp32|bf16|int8.
+
+torch fp32 is the exact path the tests compare against. torch bf16 is autocast (no new dependency). openvino runs the
+same network converted in process (openvino from PyPI): fp32, bf16 (the CPU's bf16 units) or int8 (NNCF post-training
+quantization, calibrated on photos). A converted (and quantized) model is an OpenVINO IR (model.xml/.bin: no pickle),
+cached under COLORGAN_CACHE (default ~/.cache/colorgan) per weights, architecture, input size, precision, calibration
+and CPU, beside OpenVINO's own cache of compiled models: the second run starts fast.
+
+prepare() returns an object that takes the generator's place: G(L, hints, temperature) -> ab, with arch, takes_hints
+and device, so predict_ab, the folder job, videos, evaluate.py and the app use it unchanged; .source is the PyTorch
+model it was made from (the app's colour suggestions read its class head).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+import data
+import hints
+import models
+
+RUNTIMES = ("torch", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8")
+CALIBRATION_IMAGES = 300  # photos that calibrate int8 (NNCF's default subset size)
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 layers run int8; what is left runs f32
+
+
+class RuntimeChoiceError(ValueError):
+    """A runtime or precision this install or CPU cannot give; the message is one line."""
+
+
+def cache_dir() -> Path:
+    """Where converted models and OpenVINO's compiled blobs live."""
+    return Path(os.environ.get("COLORGAN_CACHE", "~/.cache/colorgan")).expanduser() / "openvino"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (the cache is per CPU: a compiled blob and bf16's availability depend on it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def has_bf16() -> bool:
+    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX; Arm's BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16", "bf16"))
+
+
+def check(runtime: str, precision: str, fallback: bool = False) -> str:
+    """Refuse a runtime or precision that cannot run here, in one line (before any weights load); returns the precision
+    to use (fp32 where bf16 is missing and fallback is allowed, with a note)."""
+    if runtime not in RUNTIMES:
+        raise RuntimeChoiceError(f"--runtime={runtime}: use torch or openvino")
+    if precision not in PRECISIONS:
+        raise RuntimeChoiceError(f"--precision={precision}: use fp32, bf16 or int8")
+    if runtime == "torch" and precision == "int8":
+        raise RuntimeChoiceError("--precision=int8 needs --runtime=openvino (NNCF's post-training quantization)")
+    if runtime == "openvino":
+        try:
+            import openvino  # noqa: F401
+            if precision == "int8":
+                import nncf  # noqa: F401
+        except ImportError:
+            raise RuntimeChoiceError(f"--runtime=openvino{' --precision=int8' if precision == 'int8' else ''} needs "
+                                     f"{'openvino and nncf' if precision == 'int8' else 'openvino'}: pip install openvino nncf") from None
+    if precision == "bf16" and not has_bf16():
+        if not fallback:
+            raise RuntimeChoiceError(f"--precision=bf16: this CPU ({cpu_name()}) has no bf16 units, so bf16 would be slower "
+                                     "than fp32; use --precision=fp32, or --fallback=True to run fp32 wherever bf16 is missing")
+        print(f"colorgan: this CPU ({cpu_name()}) has no bf16 units: running fp32 (--fallback=True)", file=sys.stderr)
+        return "fp32"
+    return precision
+
+
+class Autocast(nn.Module):
+    """A generator run under CPU/CUDA bf16 autocast, its output float32."""
+
+    def __init__(self, G: nn.Module):
+        super().__init__()
+        self.G, self.arch, self.takes_hints, self.device = G, G.arch, G.takes_hints, models.device_of(G)
+        self.source = G
+
+    def forward(self, L: torch.Tensor, hints: torch.Tensor | None = None, temperature: float = 1.0) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16):
+            return self.G(L, hints, temperature).float()
+
+
+class OpenVINOGenerator:
+    """A compiled OpenVINO model in the generator's place: L (N,1,s,s) (and hints (N,3,s,s)) -> ab (N,2,s,s)."""
+
+    def __init__(self, compiled, source: nn.Module, size: int, precision: str):
+        self.compiled, self.source, self.size, self.precision = compiled, source, size, precision
+        self.arch, self.takes_hints, self.device = source.arch, source.takes_hints, torch.device("cpu")
+
+    def __call__(self, L: torch.Tensor, hints: torch.Tensor | None = None, temperature: float = 1.0) -> torch.Tensor:
+        if temperature != 1:
+            raise ValueError("the OpenVINO graph holds the release's mean (temperature 1)")
+        if tuple(L.shape[-2:]) != (self.size, self.size):
+            raise ValueError(f"compiled for {self.size}x{self.size} inputs, not {tuple(L.shape[-2:])}")
+        inputs = [L.detach().float().cpu().numpy()]
+        if self.takes_hints:
+            h = hints if hints is not None else L.new_zeros(L.shape[0], 3, *L.shape[2:])
+            inputs.append(h.detach().float().cpu().numpy())
+        return torch.from_numpy(self.compiled(inputs)[0].copy())
+
+
+class _Graph(nn.Module):
+    """What the OpenVINO graph computes: G(L) (SIGGRAPH17: G(L, hints)) at temperature 1."""
+
+    def __init__(self, G: nn.Module):
+        super().__init__()
+        self.G = G
+
+    def forward(self, L: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+        return self.G(L, hints) if self.G.takes_hints else self.G(L)
+
+
+def _key(G: nn.Module, size: int, precision: str, calibration_id: str) -> str:
+    """The cache key of a converted model: its weights, architecture, size, precision, calibration, the CPU and versions."""
+    import openvino
+
+    h = hashlib.sha256()
+    for name, t in G.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    versions = [openvino.__version__]
+    if precision == "int8":
+        import nncf
+
+        versions.append(nncf.__version__)
+    h.update(repr((G.arch, size, precision, calibration_id if precision == "int8" else "", cpu_name(), versions)).encode())
+    return h.hexdigest()[:24]
+
+
+def _convert(G: nn.Module, size: int):
+    """G as an OpenVINO model with a dynamic batch and size x size inputs."""
+    import openvino as ov
+
+    shapes = [[-1, 1, size, size]] + ([[-1, 3, size, size]] if G.takes_hints else [])
+    example = tuple(torch.zeros(1, s[1], size, size) for s in shapes)
+    with torch.no_grad():
+        return ov.convert_model(_Graph(G.float().cpu().eval()), example_input=example, input=shapes)
+
+
+def _quantize(model, G: nn.Module, calibration: Iterable[torch.Tensor], count: int):
+    """NNCF post-training int8 of model, calibrated on uint8 RGB copies (N,3,s,s) (SIGGRAPH17: with hints simulated from
+    their own colours, as it is used)."""
+    import nncf
+
+    items = []
+    g = torch.Generator().manual_seed(0)
+    with tqdm(total=count, desc="int8 calibration photos", unit="img", file=sys.stderr, disable=count < 8) as bar:
+        for rgb in calibration:
+            L, ab = data.uint8_to_lab(rgb)
+            for i in range(len(rgb)):
+                if len(items) == count:
+                    break
+                item = [L[i:i + 1].numpy()]
+                if G.takes_hints:
+                    item.append(hints.simulate(ab[i:i + 1], g).numpy())
+                items.append(item)
+                bar.update()
+            if len(items) == count:
+                break
+    if not items:
+        raise RuntimeChoiceError("--precision=int8: no photos to calibrate on (give --calibration=FOLDER)")
+    return nncf.quantize(model, nncf.Dataset(items), preset=nncf.QuantizationPreset.MIXED, subset_size=len(items))
+
+
+def shipped(spec: str, precision: str, size: int) -> Path | None:
+    """The OpenVINO model an export folder ships for this precision and size (export.py --openvino), if any."""
+    xml = Path(spec) / "openvino" / ("int8" if precision == "int8" else "fp32") / "model.xml"
+    try:
+        return xml if xml.is_file() and f'"{size}"' in xml.with_name("size.json").read_text() else None
+    except OSError:
+        return None
+
+
+def convert(G: nn.Module, folder: Path, precision: str, size: int = 256,
+            calibration: Callable[[], Iterable[torch.Tensor]] | None = None, calibration_images: int = CALIBRATION_IMAGES) -> None:
+    """Write G as an OpenVINO IR (int8: quantized) to folder/model.xml, whole or not at all (built beside, renamed)."""
+    import openvino as ov
+
+    model = _convert(G, size)
+    if precision == "int8":
+        if calibration is None:
+            raise RuntimeChoiceError("--precision=int8 needs photos to calibrate on (--calibration=FOLDER)")
+        model = _quantize(model, G, calibration(), calibration_images)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
+        (tmp / "size.json").write_text(f'{{"size": "{size}"}}\n')  # the inputs' fixed height and width
+        tmp.rename(folder)  # a concurrent run that got there first wins
+    except OSError:
+        if not (folder / "model.xml").is_file():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prepare(G: nn.Module, runtime: str, precision: str, size: int = 256,
+            calibration: Callable[[], Iterable[torch.Tensor]] | None = None, calibration_id: str = "",
+            calibration_images: int = CALIBRATION_IMAGES, xml: Path | None = None):
+    """The generator to colorize with: G itself (torch fp32), G under bf16 autocast, or G compiled by OpenVINO at
+    size x size: from xml (an export's shipped model) or from the cache, converted there first (int8: quantized on
+    calibration()'s uint8 RGB batches, once; calibration_id names them in the cache key)."""
+    if runtime == "torch":
+        return G if precision == "fp32" else Autocast(G)
+    import openvino as ov
+
+    root = cache_dir()
+    if xml is None:
+        folder = root / f"{G.arch}-{size}-{precision}-{_key(G, size, precision, calibration_id)}"
+        if not (folder / "model.xml").is_file():
+            convert(G, folder, precision, size, calibration, calibration_images)
+        xml = folder / "model.xml"
+    core = ov.Core()
+    core.set_property({"CACHE_DIR": str(root / "compiled")})
+    compiled = core.compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": OV_PRECISION[precision],
+                                                                     "PERFORMANCE_HINT": "LATENCY"})
+    return OpenVINOGenerator(compiled, G, size, precision)
+
+
+def photo_batches(paths: list[Path], size: int, limit: int, batch: int = 16) -> Callable[[], Iterable[torch.Tensor]]:
+    """Calibration photos: the first limit of paths that decode, as uint8 RGB size x size copies in batches."""
+    def batches() -> Iterable[torch.Tensor]:
+        chunk, used = [], 0
+        for p in paths:
+            if used == limit:
+                break
+            try:
+                chunk.append(models.small_copy(data.load_image(p), size))
+            except data.ImageError:
+                continue
+            used += 1
+            if len(chunk) == batch:
+                yield torch.stack(chunk)
+                chunk = []
+        if chunk:
+            yield torch.stack(chunk)
+
+    return batches

@@ -1,0 +1,155 @@
+"""runtime.py: each runtime and precision against the exact torch fp32 path, the OpenVINO cache, the refusals, and
+colorize.py with them (the same files written)."""
+
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import data
+import hints
+import models
+import runtime
+from conftest import synthetic_rgb, varied_generator
+
+# ab error bounds against torch fp32 on the suite's SIGGRAPH17 model (colour varying ~8 Lab units within a photo):
+# (mean, 99.9th percentile), about twice what was measured at 64x64 on 8 synthetic photos with 5 hints
+BOUNDS = {("torch", "bf16"): (2.0, 10.0), ("openvino", "fp32"): (0.01, 0.05), ("openvino", "bf16"): (2.0, 10.0),
+          ("openvino", "int8"): (9.0, 56.0)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache(tmp_path_factory):
+    """One cache for the module: a model converted (and quantized) by one test is reused by the next, as by users."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COLORGAN_CACHE", str(folder))
+        yield folder / "openvino"
+
+
+def photos(first: int, n: int, size: int = 64) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(synthetic_rgb(i, size, size)).permute(2, 0, 1) for i in range(first, first + n)])
+
+
+def calibration():
+    return [photos(0, 16)]
+
+
+@pytest.fixture(scope="module")
+def sig():
+    return varied_generator(0, "siggraph17")
+
+
+@pytest.mark.parametrize("rt, precision", list(BOUNDS))
+def test_each_precision_stays_within_its_bound_of_fp32(sig, rt, precision, monkeypatch):
+    monkeypatch.setattr(runtime, "has_bf16", lambda: True)  # the bound is about the arithmetic, not this CPU
+    L, ab = data.uint8_to_lab(photos(20, 8))  # held out from the calibration photos
+    given = hints.sweep(ab, 5, list(range(8)))
+    with torch.no_grad():
+        exact = sig(L, given)
+        out = runtime.prepare(sig, rt, precision, 64, calibration, "synthetic")(L, given)
+    err = (out - exact).abs()
+    mean, p999 = BOUNDS[(rt, precision)]
+    assert err.mean() <= mean and err.flatten().quantile(0.999) <= p999
+    if precision != "fp32":
+        assert err.mean() > 1e-3  # it really ran in that precision
+
+
+def test_openvino_fp32_is_the_exact_path_for_eccv16_too():
+    G = varied_generator(1)
+    L, _ = data.uint8_to_lab(photos(30, 2))
+    with torch.no_grad():
+        assert (runtime.prepare(G, "openvino", "fp32", 64)(L) - G(L)).abs().max() < 0.05
+
+
+def test_a_converted_model_is_cached_per_weights_and_precision(sig, cache, monkeypatch):
+    L, _ = data.uint8_to_lab(photos(20, 2))
+    first = runtime.prepare(sig, "openvino", "int8", 64, calibration, "synthetic")(L)  # made here or by the test above
+    assert len(list(cache.glob("siggraph17-64-int8-*/model.xml"))) == 1 and list((cache / "compiled").iterdir())
+    def converted_again(*args):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(runtime, "_convert", converted_again)
+    assert torch.equal(runtime.prepare(sig, "openvino", "int8", 64, calibration, "synthetic")(L), first)
+    other = varied_generator(2, "siggraph17")
+    with pytest.raises(AssertionError, match="converted again"):  # other weights: another entry
+        runtime.prepare(other, "openvino", "int8", 64, calibration, "synthetic")
+
+
+def test_refusals_are_one_line(monkeypatch):
+    with pytest.raises(runtime.RuntimeChoiceError, match="int8 needs --runtime=openvino"):
+        runtime.check("torch", "int8")
+    with pytest.raises(runtime.RuntimeChoiceError, match="use torch or openvino"):
+        runtime.check("onnx", "fp32")
+    monkeypatch.setattr(runtime, "has_bf16", lambda: False)
+    with pytest.raises(runtime.RuntimeChoiceError, match="no bf16 units.*--fallback=True"):
+        runtime.check("openvino", "bf16")
+    assert runtime.check("openvino", "bf16", fallback=True) == "fp32"
+    real_import = builtins.__import__
+
+    def no_openvino(name, *args, **kw):
+        if name.startswith(("openvino", "nncf")):
+            raise ImportError(name)
+        return real_import(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    with pytest.raises(runtime.RuntimeChoiceError, match="pip install openvino nncf"):
+        runtime.check("openvino", "int8")
+
+
+def test_colorize_with_openvino_int8_writes_the_same_files_close_to_fp32(script, siggraph_weights, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        exif = Image.Exif()
+        exif[0x010E] = f"photo {i}"  # ImageDescription: metadata the output keeps
+        Image.fromarray(synthetic_rgb(i, 72, 96)).save(src / f"{i}.jpg", quality=95, exif=exif)
+    code, err = script("colorize.py", str(src), str(tmp_path / "exact"), f"--ckpt={siggraph_weights}", "--size=64")
+    assert code == 0, err
+    code, err = script("colorize.py", str(src), str(tmp_path / "int8"), f"--ckpt={siggraph_weights}", "--size=64",
+                       "--runtime=openvino", "--precision=int8", "--calibration_images=3")  # the job's own photos
+    assert code == 0, err
+    for i in range(3):
+        exact, fast = Image.open(tmp_path / "exact" / f"{i}.jpg"), Image.open(tmp_path / "int8" / f"{i}.jpg")
+        assert fast.size == exact.size and fast.getexif().get(0x010E) == f"photo {i}"
+        diff = np.abs(np.asarray(fast, int) - np.asarray(exact, int))
+        assert 0 < diff.mean() < 10
+    code, err = script("colorize.py", str(src / "0.jpg"), str(tmp_path / "t.png"), f"--ckpt={siggraph_weights}",
+                       "--runtime=openvino", "--temperature=0.5")
+    assert code == 1 and "temperature 1" in err and not (tmp_path / "t.png").exists()
+
+
+def test_an_export_ships_openvino_models_that_colorize_uses_without_converting(script, siggraph_weights, tmp_path, monkeypatch,
+                                                                              capsys):
+    import runpy
+    import sys
+
+    from conftest import ROOT
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(4):
+        Image.fromarray(synthetic_rgb(i, 64, 64)).save(calib / f"{i}.png")
+    monkeypatch.setattr(sys, "argv", ["export.py", siggraph_weights, str(tmp_path / "ex"), "--openvino=fp32,int8", f"--calibration={calib}"])
+    try:
+        runpy.run_path(str(ROOT / "export.py"), run_name="__main__")
+    except SystemExit as e:
+        assert not e.code, capsys.readouterr().err
+    assert (tmp_path / "ex" / "openvino" / "int8" / "model.xml").is_file() and (tmp_path / "ex" / "openvino" / "fp32" / "model.bin").is_file()
+
+    def converted(*args):
+        raise AssertionError("converted instead of using the shipped model")
+
+    monkeypatch.setattr(runtime, "_convert", converted)
+    Image.fromarray(synthetic_rgb(9, 64, 80)).save(tmp_path / "p.png")
+    for precision in ("int8", "bf16"):
+        code, err = script("colorize.py", str(tmp_path / "p.png"), str(tmp_path / f"{precision}.png"), f"--ckpt={tmp_path / 'ex'}",
+                           "--runtime=openvino", f"--precision={precision}", "--fallback=True")
+        assert code == 0, err
+    with pytest.raises(AssertionError, match="converted instead"):  # shipped for 256x256 only: another size converts
+        script("colorize.py", str(tmp_path / "p.png"), str(tmp_path / "64.png"), f"--ckpt={tmp_path / 'ex'}",
+               "--runtime=openvino", "--precision=int8", "--size=64")
