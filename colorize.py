@@ -135,6 +135,11 @@ try:
         hint_files.check(h, *hint_files.displayed_size(src))
 except hint_files.HintError as e:
     fail(str(e))
+if len(jobs) == 1 and jobs[0][0].suffix.lower() in video.VIDEO_SUFFIXES:
+    try:  # one video: what its header tells is checked before the weights load
+        video.check(jobs[0][0], max_video_pixels)
+    except video.VideoError as e:
+        fail(str(e))
 device = pick_device("cpu" if runtime == "openvino" else device)
 try:
     G = models.load_generator(ckpt, device)

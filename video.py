@@ -78,6 +78,23 @@ def _open(src: Path):
     return container, streams[0]
 
 
+def _check_size(src: Path, in_v, max_pixels: int) -> None:
+    """VideoError when the stream's frames are over max_pixels."""
+    width, height = in_v.codec_context.width, in_v.codec_context.height
+    if width * height > max_pixels:
+        raise VideoError(f"{src}: {width}x{height} frames, over the limit of {max_pixels:,} pixels (--max_video_pixels)")
+
+
+def check(src: Path, max_pixels: int = MAX_PIXELS) -> None:
+    """What the container's header alone tells against src (readable, a video stream, a decoder, the frame size), before
+    anything heavy loads; VideoError otherwise."""
+    inp, in_v = _open(src)
+    try:
+        _check_size(src, in_v, max_pixels)
+    finally:
+        inp.close()
+
+
 def expected_frames(inp, in_v) -> tuple[int | None, bool]:
     """(frames, exact): the stream's own count (MP4), else its duration times its rate (MKV and TS state no count)."""
     if in_v.frames:
@@ -99,10 +116,11 @@ def colorize_video(G: models.ECCV16Generator, src: Path, dst: Path, size: int = 
     if not codec:
         raise VideoError(f"{dst}: cannot write video to {dst.suffix!r} (use .mp4, .mkv, .webm, .mov or --codec)")
     inp, in_v = _open(src)
-    width, height = in_v.codec_context.width, in_v.codec_context.height
-    if width * height > max_pixels:
+    try:
+        _check_size(src, in_v, max_pixels)
+    except VideoError:
         inp.close()
-        raise VideoError(f"{src}: {width}x{height} frames, over the limit of {max_pixels:,} pixels (--max_video_pixels)")
+        raise
     tmp = models.temp_beside(dst)  # it keeps the suffix: FFmpeg picks the container from it
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -165,3 +165,13 @@ def test_a_single_video_shows_progress_with_a_total_without_a_terminal(colorize,
     make_clip(clip, frames=6, audio=False, codec="ffv1")
     code, err = colorize(clip, tmp_path / "out.mkv")  # stderr is captured here: not a terminal
     assert code == 0 and "clip.mkv:" in err and "/6 [" in err, err  # tqdm's count out of the total from the duration
+
+
+def test_a_video_the_header_refuses_is_refused_before_the_weights_load(script, tmp_path, monkeypatch):
+    make_clip(tmp_path / "clip.mp4", frames=2)
+    (tmp_path / "text.mp4").write_text("not a video")
+    monkeypatch.setattr(models, "load_generator", lambda *a, **k: pytest.fail("the weights loaded"))
+    for name, args, message in (("clip.mp4", ["--max_video_pixels=3000"], "64x48 frames, over the limit of 3,000 pixels"),
+                                ("text.mp4", [], "not a video FFmpeg can read")):
+        code, err = script("colorize.py", str(tmp_path / name), str(tmp_path / "out.mp4"), "--ckpt=x.pth", *args)
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
