@@ -146,8 +146,28 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), "L")
 
 
-def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open anything PIL reads as an upright 8-bit RGB (or RGBA) image; ImageError otherwise."""
+GRAY16_MODES = ("I;16", "I;16B", "I;16L", "I")  # PIL's 16-bit gray (and the 32-bit integer mode it opens some in)
+
+
+def gray16(img: Image.Image) -> np.ndarray | None:
+    """A 16-bit gray photo's pixels as uint16 (H,W) (what load_image(keep_16bit=True) keeps), else None."""
+    return np.asarray(img).astype(np.uint16) if img.mode in GRAY16_MODES else None
+
+
+def gray16_to_l(gray: torch.Tensor) -> torch.Tensor:
+    """16-bit gray values (any shape, float) -> L at full precision (gray: R = G = B, so Y is the linear value)."""
+    return 116 * _f(_linearize(gray / 65535)) - 16
+
+
+def as_rgb8(img: Image.Image) -> Image.Image:
+    """The 8-bit RGB picture of a photo load_image gave (a 16-bit gray one scaled to 8 bits, not clipped)."""
+    return img if img.mode == "RGB" else (_to_8bit(img) if img.mode in GRAY16_MODES else img).convert("RGB")
+
+
+def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pixels: int = MAX_PIXELS,
+               keep_16bit: bool = False) -> Image.Image:
+    """Open anything PIL reads as an upright 8-bit RGB (or RGBA) image; ImageError otherwise. keep_16bit keeps a 16-bit
+    gray photo (a scan) in its 16 bits (mode I;16 or I: see gray16)."""
     name = "<bytes>" if isinstance(src, bytes) else str(src)
     too_big = f"{name}: over the limit of {max_pixels:,} pixels (a decompression bomb?)"
     try:
@@ -175,6 +195,9 @@ def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pix
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name}: cannot decode ({e})") from None
     info = img.info  # EXIF (its orientation applied), ICC profile, text: what an output keeps
+    if keep_16bit and img.mode in GRAY16_MODES and np.asarray(img).max() > 255:  # (values up to 255: 8-bit data)
+        img.info = info
+        return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         img = _to_8bit(img)
     has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
@@ -238,11 +261,15 @@ def to_pil(rgb: torch.Tensor) -> Image.Image:
 PNG_COLOR_TYPES = {"L": 0, "RGB": 2, "LA": 4, "RGBA": 6}
 
 
-def png_bytes(img: Image.Image, level: int = 3, chunks: list[tuple[bytes, bytes]] = ()) -> bytes:
-    """An 8-bit L/LA/RGB/RGBA image as PNG, deflated in parallel bands as pigz does: 2-3x faster than PIL's encoder.
-    chunks: (type, body) ancillary chunks (iCCP, eXIf, tEXt...) to write before the pixels."""
-    pixels = np.asarray(img).reshape(img.height, -1)
-    rows = np.empty((img.height, pixels.shape[1] + 1), np.uint8)
+def png_bytes(img: Image.Image | np.ndarray, level: int = 3, chunks: list[tuple[bytes, bytes]] = ()) -> bytes:
+    """An 8-bit L/LA/RGB/RGBA image (or a uint16 RGB array (H,W,3): a 16-bit PNG) as PNG, deflated in parallel bands as
+    pigz does: 2-3x faster than PIL's encoder. chunks: (type, body) ancillary chunks (iCCP, eXIf, tEXt...) to write
+    before the pixels."""
+    deep = isinstance(img, np.ndarray)
+    height, width = (img.shape[0], img.shape[1]) if deep else (img.height, img.width)
+    # PNG's 16-bit samples are big-endian; its filters work on bytes, so the rows below serve both depths
+    pixels = (img.astype(">u2").view(np.uint8) if deep else np.asarray(img)).reshape(height, -1)
+    rows = np.empty((height, pixels.shape[1] + 1), np.uint8)
     rows[:, 0] = 2  # PNG's "Up" filter, each row minus the one above: on photos within a few % of PIL's adaptive filters
     rows[0, 1:] = pixels[0]
     np.subtract(pixels[1:], pixels[:-1], out=rows[1:, 1:])
@@ -260,7 +287,7 @@ def png_bytes(img: Image.Image, level: int = 3, chunks: list[tuple[bytes, bytes]
     def chunk(kind: bytes, body: bytes) -> bytes:
         return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(body, zlib.crc32(kind)).to_bytes(4, "big")
 
-    header = struct.pack(">IIBBBBB", img.width, img.height, 8, PNG_COLOR_TYPES[img.mode], 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, 16 if deep else 8, PNG_COLOR_TYPES["RGB" if deep else img.mode], 0, 0, 0)
     return b"".join([b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", header), *(chunk(k, b) for k, b in chunks),
                      *(chunk(b"IDAT", p) for p in parts), chunk(b"IEND", b"")])
 

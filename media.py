@@ -14,6 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 from PIL import Image, ImageCms
 
@@ -26,6 +27,7 @@ SAVE_FORMATS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}  # ph
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif"}  # --format for folders
 OUTPUT_SUFFIXES = SAVE_FORMATS | video.VIDEO_SUFFIXES  # what a single output's name may end in
 ALPHA_FORMATS = {".png", ".webp", ".tif", ".tiff"}
+DEEP_FORMATS = {".png", ".tif", ".tiff"}  # what a 16-bit scan's colorization is written to in 16 bits
 SAVE_OPTIONS = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"quality": 95}}
 
 
@@ -159,18 +161,28 @@ def _png_chunks(meta: dict) -> list[tuple[bytes, bytes]]:
     return chunks
 
 
-def save(img: Image.Image, path: Path, meta: dict | None = None) -> None:
+def save(img: Image.Image | np.ndarray, path: Path, meta: dict | None = None) -> None:
     """Write via a temp file and rename (its folder made if needed), the format from the suffix, with the metadata:
-    no half-written output."""
+    no half-written output. A uint16 RGB array (a 16-bit scan's colorization) is written in 16 bits as PNG or TIFF, and
+    brought to 8 bits for the formats that hold no more (JPEG, WebP, BMP)."""
     meta = meta or {}
     suffix = path.suffix.lower()
-    if img.mode == "RGBA" and suffix not in ALPHA_FORMATS:
+    if isinstance(img, np.ndarray) and suffix not in DEEP_FORMATS:
+        img = Image.fromarray(((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8), "RGB")  # rounded
+    if isinstance(img, Image.Image) and img.mode == "RGBA" and suffix not in ALPHA_FORMATS:
         img = img.convert("RGB")
     tmp = models.temp_beside(path)  # it keeps the suffix: PIL picks the format from it
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         if suffix == ".png":
             tmp.write_bytes(data.png_bytes(img, chunks=_png_chunks(meta)))
+        elif isinstance(img, np.ndarray):  # 16-bit TIFF (PIL writes no 16-bit RGB): zlib, the DPI, the ICC profile
+            import tifffile
+
+            dpi = meta.get("dpi")
+            tifffile.imwrite(tmp, img, photometric="rgb", compression="zlib", iccprofile=meta.get("icc"),
+                             resolution=tuple(float(d) for d in dpi) if dpi else None, resolutionunit=2 if dpi else None,
+                             description=meta.get("text", {}).get("ImageDescription"))
         else:
             options = dict(SAVE_OPTIONS.get(suffix, {}))
             if meta.get("exif") and suffix != ".bmp":
@@ -203,7 +215,7 @@ def colorize_files(G: models.Generator, jobs: list[tuple[Path, Path]], size: int
     hints_for = hints_for or {}
 
     def decode(src: Path) -> tuple[Image.Image, torch.Tensor, torch.Tensor | None]:
-        img = data.load_image(src, keep_alpha=True, max_pixels=max_pixels)
+        img = data.load_image(src, keep_alpha=True, max_pixels=max_pixels, keep_16bit=True)
         return img, models.small_copy(img, size), hints.place(hints_for[src], *img.size, size) if src in hints_for else None
 
     def encode(img: Image.Image, ab: torch.Tensor, dst: Path) -> None:

@@ -478,10 +478,12 @@ def predict_ab(G: Generator, small: torch.Tensor, temperature: float = 1.0, hint
 
 
 @torch.no_grad()
-def paint(img: Image.Image, ab_small: torch.Tensor, chunk_pixels: int = 1 << 17) -> Image.Image:
-    """The colorized photo: ab (2,h,w) upsampled bilinearly onto img's own full-resolution L (alpha kept)."""
+def paint(img: Image.Image, ab_small: torch.Tensor, chunk_pixels: int = 1 << 17) -> Image.Image | np.ndarray:
+    """The colorized photo: ab (2,h,w) upsampled bilinearly onto img's own full-resolution L (alpha kept). A 16-bit
+    gray photo (load_image(keep_16bit=True)) gives uint16 RGB (H,W,3), its L at full precision."""
     device = ab_small.device
-    img_rgb = img if img.mode == "RGB" else img.convert("RGB")
+    deep = data.gray16(img)
+    img_rgb = img if img.mode == "RGB" or deep is not None else img.convert("RGB")
     ab_small = ab_small[None]
     W, H = img_rgb.size
     # bilinear (align_corners=False) is separable: widen once, then blend two source rows per output row,
@@ -490,14 +492,19 @@ def paint(img: Image.Image, ab_small: torch.Tensor, chunk_pixels: int = 1 << 17)
     src = ((torch.arange(H, device=device) + 0.5) * (ab_small.shape[2] / H) - 0.5).clamp_min(0)
     y0 = src.floor().long().clamp_max(ab_small.shape[2] - 1)
     y1, frac = (y0 + 1).clamp_max(ab_small.shape[2] - 1), (src - y0).view(-1, 1)
-    out = np.empty((H, W, 3), np.uint8)
+    out = np.empty((H, W, 3), np.uint8 if deep is None else np.uint16)
     rows = max(1, chunk_pixels // W)  # bands small enough that the float32 temporaries stay in cache
     for r in range(0, H, rows):
-        band = torch.from_numpy(np.array(img_rgb.crop((0, r, W, min(H, r + rows))))).to(device).permute(2, 0, 1)[None]
+        if deep is None:
+            band = torch.from_numpy(np.array(img_rgb.crop((0, r, W, min(H, r + rows))))).to(device).permute(2, 0, 1)[None]
+            L = data.uint8_to_l(band)
+        else:
+            L = data.gray16_to_l(torch.from_numpy(deep[r:r + rows].astype(np.float32)).to(device))[None, None]
         ab = torch.lerp(ab_wide[:, y0[r:r + rows]], ab_wide[:, y1[r:r + rows]], frac[r:r + rows])[None]
-        lab = torch.cat([data.uint8_to_l(band), ab], 1)
-        rgb = (data.lab_to_rgb(lab)[0] * 255).round_().cpu()
+        rgb = (data.lab_to_rgb(torch.cat([L, ab], 1))[0] * (255 if deep is None else 65535)).round_().cpu()
         torch.from_numpy(out[r:r + rows]).permute(2, 0, 1).copy_(rgb)  # cast and interleave in one pass
+    if deep is not None:
+        return out
     result = Image.frombuffer("RGB", (W, H), out, "raw", "RGB", 0, 1)  # shares out's memory: no copy
     if img.mode == "RGBA":
         result.putalpha(img.getchannel("A"))
@@ -506,7 +513,7 @@ def paint(img: Image.Image, ab_small: torch.Tensor, chunk_pixels: int = 1 << 17)
 
 def small_copy(img: Image.Image, size: int = 256) -> torch.Tensor:
     """The model's input for one photo: its size x size bicubic copy as uint8 (3,size,size)."""
-    return data.to_uint8_tensor(data.resize_square(img if img.mode == "RGB" else img.convert("RGB"), size))
+    return data.to_uint8_tensor(data.resize_square(data.as_rgb8(img), size))
 
 
 def colorize(G: Generator, img: Image.Image, size: int = 256, temperature: float = 1.0, hints: torch.Tensor | None = None,

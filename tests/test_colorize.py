@@ -304,3 +304,46 @@ def test_symlinked_folders_are_followed_once_and_dpi_is_kept(colorize, tmp_path)
     assert written == ["linked/b.png", "roll1/a.jpg"], written
     assert Image.open(tmp_path / "out" / "roll1" / "a.jpg").info["dpi"] == (600, 600)
     assert [round(d) for d in Image.open(tmp_path / "out" / "linked" / "b.png").info["dpi"]] == [300, 300]
+
+
+def read_png16(path) -> np.ndarray:
+    """A 16-bit RGB PNG's pixels, decoded here (zlib, then PNG's per-row filters 0 and 2): PIL reads them as 8 bits."""
+    raw, pos, idat = Path(path).read_bytes(), 8, b""
+    while pos < len(raw):
+        n, kind = int.from_bytes(raw[pos:pos + 4], "big"), raw[pos + 4:pos + 8]
+        body = raw[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            w, h, depth, ctype = int.from_bytes(body[:4], "big"), int.from_bytes(body[4:8], "big"), body[8], body[9]
+            assert (depth, ctype) == (16, 2)
+        idat += body if kind == b"IDAT" else b""
+        pos += 12 + n
+    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + w * 6)
+    assert set(rows[:, 0]) <= {0, 2}
+    out = rows[:, 1:].copy()
+    for y in range(1, h):
+        if rows[y, 0] == 2:
+            out[y] += out[y - 1]  # uint8 arithmetic wraps as the filter does
+    return out.view(">u2").reshape(h, w, 3).astype(np.uint16)
+
+
+def test_a_16_bit_scan_comes_back_in_16_bits_with_its_full_precision_l(colorize, tmp_path):
+    import tifffile
+    from skimage import color
+
+    gray = (np.linspace(0, 65535, 160)[None, :] * np.linspace(0.3, 1, 120)[:, None]).round().astype(np.uint16)
+    Image.fromarray(gray).save(tmp_path / "scan.tif")
+    Image.fromarray(gray).save(tmp_path / "scan.png")
+    for name, out in (("scan.tif", "out.tif"), ("scan.png", "out.png"), ("scan.png", "out.jpg")):
+        code, err = colorize(tmp_path / name, tmp_path / out, SMALL)
+        assert code == 0, err
+    tif, png = tifffile.imread(tmp_path / "out.tif"), read_png16(tmp_path / "out.png")
+    assert tif.dtype == np.uint16 and tif.shape == (120, 160, 3) and np.array_equal(tif, png)
+    assert len(np.unique(tif[..., 1])) > 1000  # 16 bits, not 256 levels
+    L_in = color.rgb2lab(np.repeat(gray[..., None] / 65535, 3, -1))[..., 0]
+    L_out = color.rgb2lab(tif / 65535)[..., 0]
+    inside = (tif > 0).all(-1) & (tif < 65535).all(-1)  # where no channel clipped (clipping moves L)
+    assert inside.mean() > 0.5
+    assert np.abs(L_out - L_in)[inside].mean() < 0.02  # an 8-bit L would be off by ~0.1 on average
+    assert np.abs(L_out - L_in)[inside].mean() > 0 and np.abs(tif.astype(int)[..., 0] - tif[..., 2]).max() > 256  # coloured
+    eight = np.asarray(Image.open(tmp_path / "out.jpg"))
+    assert eight.dtype == np.uint8 and np.abs(eight.astype(int) - (tif / 257).round()).mean() < 3  # JPEG holds 8 bits
