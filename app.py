@@ -15,7 +15,7 @@ import configurator
 import hints as hint_files
 import models
 import runtime as runtimes
-from data import IMAGE_SUFFIXES,  ImageError, lab_to_rgb, load_image, png_bytes, uint8_to_l
+from data import  ImageError, lab_to_rgb, load_image, png_bytes, uint8_to_l
 
 # -----------------------------------------------------------------------------
 baseline = "eccv16"  # middle column's model spec ("" hides it)
@@ -54,14 +54,9 @@ def generator(spec: str, device: str):
     G = models.load_generator(spec, device)
     if runtime == "torch" and precision == "fp32":
         return G
-    calib = [p for p in media_files(calibration) if p.suffix.lower() in IMAGE_SUFFIXES] if calibration else []
+    calib = runtimes.calibration_photos(calibration)
     return runtimes.prepare(G, runtime, precision, 256, runtimes.photo_batches(calib, 256, runtimes.CALIBRATION_IMAGES),
                             "\n".join(map(str, calib[:runtimes.CALIBRATION_IMAGES])), xml=runtimes.shipped(spec, precision, 256))
-
-
-def media_files(folder: str) -> list[Path]:
-    """The photos under folder, sorted."""
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file())
 
 
 def to_hex(rgb) -> str:
@@ -69,19 +64,22 @@ def to_hex(rgb) -> str:
     return "#" + "".join(f"{int(c):02x}" for c in rgb[:3])
 
 
+def as_hints(session_hints: list[dict]) -> hint_files.Hints:
+    """The app's hints (x, y, colour; one size for all) as hints.py reads a file."""
+    return hint_files.Hints("app", tuple(hint_files.Point(h["x"], h["y"], hint_files.parse_color(h["color"], "hint"), hint_size)
+                                         for h in session_hints))
+
+
 def placed(photo) -> torch.Tensor | None:
     """The hints of this session at the model's scale, or None."""
-    points = tuple(hint_files.Point(h["x"], h["y"], hint_files.parse_color(h["color"], "hint"), hint_size) for h in st.session_state.hints)
-    return hint_files.place(hint_files.Hints("app", points), *photo.size) if points else None
+    return hint_files.place(as_hints(st.session_state.hints), *photo.size) if st.session_state.hints else None
 
 
 def suggested(G, photo, h: dict) -> list[str]:
     """The model's most likely colours at a hint's point (its 529-class head, given the other hints), as #rrggbb."""
     small = models.small_copy(photo)[None].to(device)
     L = uint8_to_l(small)
-    others = [o for o in st.session_state.hints if o is not h]
-    given = hint_files.place(hint_files.Hints("app", tuple(hint_files.Point(o["x"], o["y"], hint_files.parse_color(o["color"], "hint"),
-                                                                            hint_size) for o in others)), *photo.size)
+    given = hint_files.place(as_hints([o for o in st.session_state.hints if o is not h]), *photo.size)
     x, y = int(h["x"] * 256 / photo.width), int(h["y"] * 256 / photo.height)
     tops = hint_files.suggestions(G, L, given[None].to(device), x, y, k=4)
     lab = torch.tensor([[L[0, 0, y, x].item(), a, b] for (a, b), _ in tops]).T[None, :, None, :]

@@ -18,7 +18,6 @@ import os
 import shlex
 import signal
 import sys
-from pathlib import Path
 
 gc.disable()  # importing torch makes ~180,000 objects that live until exit: collecting them is wasted time
 import torch  # noqa: E402
@@ -147,7 +146,7 @@ except models.ModelError as e:
     fail(str(e))
 if runtime != "torch" or precision != "fp32":
     own = sorted(src for src, _ in jobs if src.suffix.lower() not in video.VIDEO_SUFFIXES)
-    calib = [p for p in media.files_under(Path(calibration)) if p.suffix.lower() in data.IMAGE_SUFFIXES] if calibration else own
+    calib = runtimes.calibration_photos(calibration) if calibration else own
     try:
         G = runtimes.prepare(G, runtime, precision, size, runtimes.photo_batches(calib, size, calibration_images),
                              "\n".join(map(str, calib[:calibration_images])), calibration_images, runtimes.shipped(ckpt, precision, size))

@@ -33,7 +33,7 @@ import metrics
 import models
 import runtime as runtimes
 import training
-from data import DEFAULT_DATA, IMAGE_SUFFIXES, DataError, colorization_grid, lab_to_rgb, make_dataset, to_pil, uint8_to_lab
+from data import DEFAULT_DATA, DataError, colorization_grid, lab_to_rgb, make_dataset, to_pil, uint8_to_lab
 
 # -----------------------------------------------------------------------------
 ckpt = ["eccv16"]  # models to compare, one column each (repeat --ckpt=...): eccv16, weights, a ckpt.pt, a folder, hf:OWNER/NAME
@@ -134,7 +134,7 @@ try:
     images = make_dataset(dataset, split, image_size, train=False, resize=resize)
     generators = [models.load_generator(spec, device) for spec in ckpt]
     if runtime != "torch" or precision != "fp32":
-        calib = [p for p in media.files_under(Path(calibration)) if p.suffix.lower() in IMAGE_SUFFIXES] if calibration else []
+        calib = runtimes.calibration_photos(calibration)
         generators = [runtimes.prepare(G, runtime, precision, image_size, runtimes.photo_batches(calib, image_size, calibration_images),
                                        "\n".join(map(str, calib[:calibration_images])), calibration_images,
                                        runtimes.shipped(spec, precision, image_size)) for spec, G in zip(ckpt, generators)]

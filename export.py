@@ -297,10 +297,7 @@ try:
                               "max_abs_diff_vs_pytorch": diff}}
             print(f"export.py: model.onnx matches PyTorch within {diff:.1e} (ab, Lab units)", file=sys.stderr)
         if variants:
-            import data
-            import media
-
-            photos = [p for p in media.files_under(Path(calibration)) if p.suffix.lower() in data.IMAGE_SUFFIXES] if calibration else []
+            photos = runtime.calibration_photos(calibration)
             for v in variants:
                 runtime.convert(G, tmp / "openvino" / v, v, 256, runtime.photo_batches(photos, 256, runtime.CALIBRATION_IMAGES))
             info |= {"openvino": {v: f"openvino/{v}/model.xml" for v in variants} | {"input_size": 256}}

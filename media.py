@@ -35,14 +35,14 @@ class PlanError(ValueError):
     """The inputs and output cannot make a job (a user mistake): one line says why."""
 
 
-def files_under(src: Path, exclude: Path | None = None) -> list[Path]:
+def _inputs(src: Path, exclude: Path) -> list[Path]:
     """The photos and videos under a folder, sorted, leaving out the output folder when it lies inside; symlinked
     folders are followed, each real folder once (a link back up the tree is no loop)."""
     suffixes = data.IMAGE_SUFFIXES | video.VIDEO_SUFFIXES
     found, seen = [], set()
     for root, dirs, files in os.walk(src, followlinks=True):
         real = Path(root).resolve()
-        if real in seen or (exclude is not None and (real == exclude or exclude in real.parents)):  # resolved: relative too
+        if real in seen or real == exclude or exclude in real.parents:  # resolved: relative paths too
             dirs.clear()
             continue
         seen.add(real)
@@ -92,7 +92,7 @@ def _mirrored(inputs: list[Path], out: Path, fmt: str) -> list[tuple[Path, Path]
     for p in inputs:
         if p.is_dir():
             base = out if len(inputs) == 1 else out / p.resolve().name
-            wanted += [(f, base / f.relative_to(p).with_suffix(_suffix(f, fmt))) for f in files_under(p, out.resolve())]
+            wanted += [(f, base / f.relative_to(p).with_suffix(_suffix(f, fmt))) for f in _inputs(p, out.resolve())]
         else:
             wanted.append((p, out / p.with_suffix(_suffix(p, fmt)).name))
     if not wanted:

@@ -241,6 +241,11 @@ def prepare(G: nn.Module, runtime: str, precision: str, size: int = 256,
     return OpenVINOGenerator(compiled, G, size, precision)
 
 
+def calibration_photos(folder: str) -> list[Path]:
+    """The photos under folder (recursive, sorted): --calibration's."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in data.IMAGE_SUFFIXES and p.is_file()) if folder else []
+
+
 def photo_batches(paths: list[Path], size: int, limit: int, batch: int = 16) -> Callable[[], Iterable[torch.Tensor]]:
     """Calibration photos: the first limit of paths that decode, as uint8 RGB size x size copies in batches."""
     def batches() -> Iterable[torch.Tensor]:

@@ -12,7 +12,6 @@ from PIL import Image
 
 import data
 import hints
-import models
 import runtime
 from conftest import synthetic_rgb, varied_generator
 
