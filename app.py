@@ -148,7 +148,8 @@ if hint_spec:
                  min(click["y"] * photo.height / click["height"], photo.height - 1))
     with st.sidebar:
         st.header("Hints")
-        st.caption(f"Click the picture of {models.spec_labels([hint_spec])[0]} to place a hint, or give its pixel:")
+        st.caption(f"Click the picture of {models.spec_labels([hint_spec])[0]} to place a hint (or give its pixel); the "
+                   "numbered swatches are the model's own suggestions for the newest one")
         st.number_input("x", 0, photo.width - 1, photo.width // 2, key="hint_x")
         st.number_input("y", 0, photo.height - 1, photo.height // 2, key="hint_y")
         st.button("Add hint", on_click=lambda: add_hint(st.session_state.hint_x, st.session_state.hint_y))  # values at the click
@@ -160,9 +161,12 @@ if hint_spec:
             if h is st.session_state.hints[-1] and "suggested" not in h:  # the newest hint's, once: one more model run
                 h["suggested"] = suggested(getattr(generator(hint_spec, device), "source", generator(hint_spec, device)), photo, h)
             for j, (col, color) in enumerate(zip(row, h.get("suggested", []))):
-                col.button("●", key=f"s{h['id']}-{j}", help=f"the model suggests {color}", on_click=set_color,
+                # a swatch of the colour above its button (a button's own label cannot take an arbitrary colour)
+                col.markdown(f'<div title="{color}" style="background:{color};height:1.2em;border-radius:4px;'
+                             'border:1px solid #8888"></div>', unsafe_allow_html=True)
+                col.button(f"{j + 1}", key=f"s{h['id']}-{j}", help=f"the model suggests {color}", on_click=set_color,
                            args=(h, color))
-            row[4].button("Delete", key=f"del{h['id']}", on_click=remove_hints, args=(h["id"],))
+            row[4].button("✕", key=f"del{h['id']}", help="delete this hint", on_click=remove_hints, args=(h["id"],))
         if st.session_state.hints:
             st.button("Clear hints", on_click=remove_hints)
             points = [{"x": round(h["x"], 1), "y": round(h["y"], 1), "color": h["color"], "size": hint_size}
@@ -185,7 +189,8 @@ for i, (column, (title, spec, name)) in enumerate(zip(st.columns(3), panels)):
 
             st.session_state.result = img
             streamlit_image_coordinates(img, key="click", width="stretch", image_format="JPEG", jpeg_quality=90)
-            st.caption(f"{title}: {len(st.session_state.hints)} hints (click to add one)")
+            n = len(st.session_state.hints)
+            st.caption(f"{title}: {n} hint{'' if n == 1 else 's'} (click to add one)")
         else:
             st.image(img, caption=title, width="stretch", output_format="PNG")  # exactly the downloaded pixels
         download = f"{stem}-{Path(name.replace('/', '_')).stem if spec else name}.png"
