@@ -37,7 +37,7 @@ try:
         raise SystemExit(f"app.py: {e}") from None
     if runtime == "openvino" and device == "cuda":
         raise SystemExit("app.py: --runtime=openvino runs on the CPU")
-    if precision == "int8" and not Path(calibration).is_dir() and not all(runtimes.shipped(s, "int8", 256) for s in (baseline, ckpt) if s):
+    if precision == "int8" and not (calibration and Path(calibration).is_dir()) and not all(runtimes.shipped(s, "int8", 256) for s in (baseline, ckpt) if s):
         raise SystemExit("app.py: --precision=int8 needs --calibration=FOLDER (photos to calibrate on, once per model) "
                          "or models exported with --openvino=int8")
 except SystemExit as e:  # a bad option: one line in the terminal and in the page, not a blank page
@@ -144,12 +144,17 @@ if hint_spec:
     click = st.session_state.get("click")  # the last click on the hint model's picture (displayed pixels)
     if click and click != st.session_state.clicked:
         st.session_state.clicked = click
-        add_hint(min(click["x"] * photo.width / click["width"], photo.width - 1),
-                 min(click["y"] * photo.height / click["height"], photo.height - 1))
+        x, y = min(click["x"] * photo.width / click["width"], photo.width - 1), min(click["y"] * photo.height / click["height"], photo.height - 1)
+        if st.session_state.get("click_moves") == "moves the newest hint" and st.session_state.hints:
+            st.session_state.hints[-1].update(x=x, y=y)  # its colour kept; its suggestions are for the old place
+            st.session_state.hints[-1].pop("suggested", None)
+        else:
+            add_hint(x, y)
     with st.sidebar:
         st.header("Hints")
         st.caption(f"Click the picture of {models.spec_labels([hint_spec])[0]} to place a hint (or give its pixel); the "
                    "numbered swatches are the model's own suggestions for the newest one")
+        st.radio("A click on the picture", ["adds a hint", "moves the newest hint"], key="click_moves", horizontal=True)
         st.number_input("x", 0, photo.width - 1, photo.width // 2, key="hint_x")
         st.number_input("y", 0, photo.height - 1, photo.height // 2, key="hint_y")
         st.button("Add hint", on_click=lambda: add_hint(st.session_state.hint_x, st.session_state.hint_y))  # values at the click

@@ -121,7 +121,7 @@ except runtimes.RuntimeChoiceError as e:
     fail(str(e))
 if runtime == "openvino" and (temperature != 1 or device == "cuda"):
     fail("--runtime=openvino runs on the CPU at temperature 1; use --runtime=torch for --temperature or --device=cuda")
-if precision == "int8" and not Path(calibration).is_dir():
+if precision == "int8" and not (calibration and Path(calibration).is_dir()):
     fail("--precision=int8 needs --calibration=FOLDER: photos other than the evaluated ones, so the cost is not flattered")
 labels = models.spec_labels(ckpt)
 

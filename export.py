@@ -263,7 +263,7 @@ if variants:
         runtime.check("openvino", "int8" if "int8" in variants else "fp32")
     except runtime.RuntimeChoiceError as e:
         fail(str(e))
-    if "int8" in variants and not Path(calibration).is_dir():
+    if "int8" in variants and not (calibration and Path(calibration).is_dir()):
         fail("--openvino=int8 needs --calibration=FOLDER: photos to calibrate on")
 if onnx:
     try:

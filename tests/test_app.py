@@ -209,6 +209,14 @@ def test_hints_are_placed_edited_suggested_and_downloaded(monkeypatch, release_w
     assert np.array_equal(np.asarray(shown), np.asarray(expected))
     assert np.abs(np.asarray(shown, int) - np.asarray(automatic, int))[10:20, 15:25].mean() > 3  # the colour moved there
     # the downloaded JSON makes the same picture with colorize.py
+    # a click in "move" mode moves the newest hint, its colour kept
+    at.sidebar.radio[0].set_value("moves the newest hint")
+    at.session_state["click"] = {"x": 100, "y": 20, "width": 160, "height": 120, "unix_time": 2}
+    at.run()
+    assert [(h["x"], h["y"]) for h in at.session_state.hints] == [(20, 15), (50, 10)] and at.sidebar.color_picker[1].value == suggestion
+    at.session_state["click"] = {"x": 120, "y": 90, "width": 160, "height": 120, "unix_time": 3}  # and back
+    at.run()
+    assert np.array_equal(np.asarray(at.session_state.result), np.asarray(shown))
     download = next(b for b in at.sidebar.get("download_button") if "JSON" in b.label)
     (tmp_path / "p.png").write_bytes(buf.getvalue())
     (tmp_path / "h.json").write_bytes(served[download.proto.url])  # colorize.py runs last: it sets sys.argv

@@ -152,3 +152,24 @@ def test_an_export_ships_openvino_models_that_colorize_uses_without_converting(s
     with pytest.raises(AssertionError, match="converted instead"):  # shipped for 256x256 only: another size converts
         script("colorize.py", str(tmp_path / "p.png"), str(tmp_path / "64.png"), f"--ckpt={tmp_path / 'ex'}",
                "--runtime=openvino", "--precision=int8", "--size=64")
+
+
+def test_evaluate_with_openvino_gives_torchs_metrics(script, siggraph_weights, tmp_path):
+    import json
+
+    d = tmp_path / "val"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(synthetic_rgb(40 + i, 64, 64)).save(d / f"{i}.png")
+    rows = {}
+    for rt in ("torch", "openvino"):
+        code, err = script("evaluate.py", f"--ckpt={siggraph_weights}", f"--dataset={d}", "--image_size=64", "--fid=none",
+                           "--lpips_weights=none", "--vgg_weights=none", "--device=cpu", "--num_workers=0", "--hints=0,5",
+                           f"--runtime={rt}", f"--out={tmp_path / rt}.json")
+        assert code == 0, err
+        rows[rt] = json.loads((tmp_path / f"{rt}.json").read_text())
+    assert rows["openvino"]["protocol"]["runtime"] == "openvino fp32"
+    for a, b in zip(rows["torch"]["models"], rows["openvino"]["models"]):
+        assert a["hints"] == b["hints"] and a["l1_ab"] == pytest.approx(b["l1_ab"], abs=1e-3) and a["psnr"] == pytest.approx(b["psnr"], abs=1e-3)
+    code, err = script("evaluate.py", f"--ckpt={siggraph_weights}", f"--dataset={d}", "--runtime=openvino", "--precision=int8")
+    assert code == 1 and "needs --calibration=FOLDER" in err
