@@ -371,3 +371,21 @@ def test_siggraph17_trains_on_hints_from_the_truth_and_resumes_exactly(script, s
     same_checkpoints(a, b, ("generator",))
     code, err = script("train_finetune.py", *common, "--arch=eccv16", f"--init={siggraph_weights}", f"--out_dir={tmp_path / 'x'}")
     assert code == 1 and "is a siggraph17 model, not eccv16" in err
+
+
+
+def test_the_gan_stage_trains_a_siggraph17_generator_with_hints(script, split_photos, tmp_path, monkeypatch, siggraph_weights):
+    calls = []
+    forward = models.SIGGRAPH17Generator.forward
+
+    def spy(self, L, hints=None, *args, **kw):  # what G is given, in training and validation alike
+        calls.append(None if hints is None else hints[:, 2].sum().item())
+        return forward(self, L, hints, *args, **kw)
+
+    monkeypatch.setattr(models.SIGGRAPH17Generator, "forward", spy)
+    ok(script("train_gan.py", f"--dataset={split_photos}", *TINY, *GAN, f"--init={siggraph_weights}", "--max_steps=3",
+              "--val_images=1", "--sample_images=0", f"--out_dir={tmp_path / 'gan'}"))
+    given = [c for c in calls if c is not None]
+    assert len(given) >= 3 and any(c > 0 for c in given)  # each step's G saw simulated hints
+    ckpt = models.load_checkpoint(tmp_path / "gan" / "ckpt.pt")
+    assert models.state_arch(ckpt["generator_ema"]) == "siggraph17" and "hint_rng" in ckpt
