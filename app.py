@@ -49,14 +49,23 @@ max_upload_mb = st.get_option("server.maxUploadSize")  # the limit the uploader 
 
 
 @st.cache_resource
+def loaded(spec: str, device: str) -> tuple[object, str | None]:
+    """(the model, None) or (None, the one-line error), once per server: a model that cannot load (offline eccv16) is
+    not tried again, with its download timeouts, at every click."""
+    try:
+        G = models.load_generator(spec, device)
+        if runtime == "torch" and precision == "fp32":
+            return G, None
+        calib = runtimes.calibration_photos(calibration)
+        return runtimes.prepare(G, runtime, precision, 256, runtimes.photo_batches(calib, 256, runtimes.CALIBRATION_IMAGES),
+                                "\n".join(map(str, calib[:runtimes.CALIBRATION_IMAGES])), xml=runtimes.shipped(spec, precision, 256)), None
+    except (models.ModelError, runtimes.RuntimeChoiceError) as e:
+        return None, str(e)
+
+
 def generator(spec: str, device: str):
-    """Each model is loaded (and, for another runtime or precision, compiled) once per server."""
-    G = models.load_generator(spec, device)
-    if runtime == "torch" and precision == "fp32":
-        return G
-    calib = runtimes.calibration_photos(calibration)
-    return runtimes.prepare(G, runtime, precision, 256, runtimes.photo_batches(calib, 256, runtimes.CALIBRATION_IMAGES),
-                            "\n".join(map(str, calib[:runtimes.CALIBRATION_IMAGES])), xml=runtimes.shipped(spec, precision, 256))
+    """A model that loaded (see broken below)."""
+    return loaded(spec, device)[0]
 
 
 def to_hex(rgb) -> str:
@@ -95,11 +104,9 @@ def as_gray(img):
 st.title("colorgan: colorization")
 broken = {}  # each model is checked (and loaded, once per server) at start, not after the first upload
 for spec in dict.fromkeys(s for s in (baseline, ckpt) if s):
-    try:
-        generator(spec, device)
-    except (models.ModelError, runtimes.RuntimeChoiceError) as e:
-        broken[spec] = str(e)
-        st.error(str(e))
+    if error := loaded(spec, device)[1]:
+        broken[spec] = error
+        st.error(error)
 upload = st.file_uploader("A photo (JPEG, PNG or WebP); colour photos are shown as the gray input the models see",
                           type=["jpg", "jpeg", "png", "webp"])
 temperature = 1.0 if runtime == "openvino" else st.slider(

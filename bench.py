@@ -6,8 +6,9 @@
 4. inference: colorize.py on a 12-megapixel photo vs the release pipeline (whole processes, alternating)
 5. folder: colorize.py's pipelined folder job (media.colorize_files) vs a one-at-a-time loop, and each stage's cost
 6. video: a 640x360 clip through video.colorize_video vs a one-frame-at-a-time loop over the photo path
-7. runtime: each --runtime/--precision beside torch fp32: model latency at 256 (ECCV16 and SIGGRAPH17), folder and
-   video throughput, and what each costs in colour (ab error, PSNR, colourfulness) on held-out photos
+7. runtime: each --runtime/--precision beside torch fp32: model latency at 256 (ECCV16 and SIGGRAPH17) and what each
+   costs in colour (ab error, PSNR, colourfulness) on held-out photos
+8. jobs: the folder and video jobs' throughput under each runtime and precision
 """
 
 import atexit
@@ -46,7 +47,7 @@ weights = ""  # release-format weights for inference ('' = random weights: the s
 siggraph_weights = ""  # SIGGRAPH17 weights for the runtime section ('' = random weights)
 calibration_images = runtime.CALIBRATION_IMAGES  # runtime: int8 calibration photos (taken after the held-out ones)
 num_workers = 2  # DataLoader workers for the data benchmark
-sections = "data,train,eval,infer,folder,video,runtime"  # which benchmarks to run
+sections = "data,train,eval,infer,folder,video,runtime,jobs"  # which benchmarks to run
 # -----------------------------------------------------------------------------
 config, _ = configurator.configure(globals())
 device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
@@ -450,7 +451,7 @@ COMBOS = [("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino
 
 
 def bench_runtime() -> None:
-    """7. each runtime and precision beside torch fp32 (the exact path), in one run: latency, throughput, colour cost."""
+    """7. each runtime and precision beside torch fp32 (the exact path), in one run: latency and colour cost."""
     os.environ["COLORGAN_CACHE"] = str(tmp / "cache")  # a fresh cache: first starts are first starts
     # held out as the training scripts hold out a folder without a validation split (every 20th), so that a model
     # trained here with --dataset=--photos is measured on photos it never saw; int8 calibrates on others
@@ -493,7 +494,13 @@ def bench_runtime() -> None:
                     report("runtime", f"{tag}: ab error vs fp32, 99.9th pct", err.quantile(0.999), "Lab")
                     report("runtime", f"{tag}: PSNR change vs fp32", psnr - base[n][0], "dB")
                     report("runtime", f"{tag}: delta-CF change vs fp32", dcf - base[n][1], "")
-    # throughput of the jobs (ECCV16, the default model): a folder of 1-12 MP photos and a 640x360 clip
+
+
+def bench_jobs() -> None:
+    """8. the jobs under each runtime and precision (ECCV16, the default model): a folder of 1-12 MP photos, a clip."""
+    os.environ["COLORGAN_CACHE"] = str(tmp / "cache")
+    calib = [f for i, f in enumerate(files) if i % data.HELD_OUT_EVERY != data.HELD_OUT_EVERY - 1][:calibration_images]
+    batches = runtime.photo_batches(calib, 256, calibration_images)
     G = models.load_generator(weights or "scratch")
     paths = folder_photos(16)
     clip = make_clip(24 if quick else 96)
@@ -502,22 +509,24 @@ def bench_runtime() -> None:
         if runtime.check(rt, precision, fallback=True) != precision:
             continue
         g = runtime.prepare(G, rt, precision, 256, batches, "bench", calibration_images)
+        threads = runtime.share_cores(rt, 2)  # as colorize.py does (2 workers)
         out_dir = tmp / f"rt-{rt}-{precision}"
         t = time.perf_counter()
         written = sum(error is None for *_, error in media.colorize_files(g, [(p, out_dir / p.name) for p in paths]))
         folder_rate = written / (time.perf_counter() - t)
+        torch.set_num_threads(threads)  # as colorize.py does: a video paints in one thread, with torch's
         t = time.perf_counter()
         video.colorize_video(g, clip, tmp / f"rt-{rt}-{precision}.mp4", progress=False)
         video_rate = (24 if quick else 96) / (time.perf_counter() - t)
         rates.setdefault("base", (folder_rate, video_rate))
-        report("runtime", f"folder {rt} {precision}: photos/s (16 of 1-12 MP)", folder_rate, "photos/s")
-        report("runtime", f"folder {rt} {precision}: vs torch fp32", folder_rate / rates["base"][0], "x")
-        report("runtime", f"video {rt} {precision}: frames/s (640x360)", video_rate, "frames/s")
-        report("runtime", f"video {rt} {precision}: vs torch fp32", video_rate / rates["base"][1], "x")
+        report("jobs", f"folder {rt} {precision}: photos/s (16 of 1-12 MP)", folder_rate, "photos/s")
+        report("jobs", f"folder {rt} {precision}: vs torch fp32", folder_rate / rates["base"][0], "x")
+        report("jobs", f"video {rt} {precision}: frames/s (640x360)", video_rate, "frames/s")
+        report("jobs", f"video {rt} {precision}: vs torch fp32", video_rate / rates["base"][1], "x")
 
 
 SECTIONS = {"data": bench_data, "train": bench_train, "eval": bench_eval, "infer": bench_infer, "folder": bench_folder,
-            "video": bench_video, "runtime": bench_runtime}
+            "video": bench_video, "runtime": bench_runtime, "jobs": bench_jobs}
 for name in sections.split(","):
     if name not in SECTIONS:
         sys.exit(f"bench.py: unknown section {name!r} (use some of {','.join(SECTIONS)})")

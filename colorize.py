@@ -172,6 +172,7 @@ def stop(signum: int, frame) -> None:
 
 previous = signal.signal(signal.SIGTERM, stop)
 try:
+    threads = runtimes.share_cores(runtime, workers)  # for the photos; a video paints in one thread, with torch's
     with tqdm(total=len(photos), disable=len(photos) < 2, unit="img", dynamic_ncols=True) as bar:
         for src, dst, error in media.colorize_files(G, photos, size, temperature, batch_size, workers, max_pixels,
                                                           hints_for):
@@ -180,6 +181,7 @@ try:
                 if len(jobs) > 1:  # one file's error is the closing line below
                     bar.write(f"colorize.py: skipped {error}", file=sys.stderr)
             bar.update()
+    torch.set_num_threads(threads)
     for src, dst in videos:
         try:
             video.colorize_video(G, src, dst, size=size, temperature=temperature, temporal=temporal, batch_size=batch_size,

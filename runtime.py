@@ -241,6 +241,16 @@ def prepare(G: nn.Module, runtime: str, precision: str, size: int = 256,
     return OpenVINOGenerator(compiled, G, size, precision)
 
 
+def share_cores(runtime: str, workers: int) -> int:
+    """Before a folder job: with OpenVINO running the model on its own threads, torch only paints, in the job's worker
+    threads, so one torch thread each keeps them from fighting OpenVINO's for the cores (2 cores, int8 folder: 3.9 -> 4.6
+    photos/s; a video paints in one thread and keeps torch's). Returns the thread count it replaced."""
+    threads = torch.get_num_threads()
+    if runtime == "openvino" and workers > 0:
+        torch.set_num_threads(1)
+    return threads
+
+
 def calibration_photos(folder: str) -> list[Path]:
     """The photos under folder (recursive, sorted): --calibration's."""
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in data.IMAGE_SUFFIXES and p.is_file()) if folder else []

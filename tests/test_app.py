@@ -154,7 +154,12 @@ def test_a_missing_model_is_said_at_start_and_the_gray_panel_is_l_alone(monkeypa
     from streamlit.testing.v1 import AppTest
     from skimage import color
 
+    import models
+
     monkeypatch.setattr(sys, "argv", ["app.py", f"--baseline={tmp_path / 'missing.pt'}", f"--ckpt={release_weights}"])
+    tried = []
+    load = models.load_generator
+    monkeypatch.setattr(models, "load_generator", lambda spec, *a, **k: tried.append(spec) or load(spec, *a, **k))
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     assert at.error and "missing.pt: no such file" in at.error[0].value  # before any upload
@@ -165,6 +170,7 @@ def test_a_missing_model_is_said_at_start_and_the_gray_panel_is_l_alone(monkeypa
     gray = np.asarray(Image.open(io.BytesIO(served[at.image[0].value[0]])).convert("RGB"))
     assert len(at.image) == 2 and np.ptp(gray.astype(int), axis=2).max() <= 1  # the baseline column is left out
     assert np.abs(color.rgb2lab(gray)[..., 0] - color.rgb2lab(rgb)[..., 0]).max() < 0.6  # the photo's own L
+    assert tried.count(str(tmp_path / "missing.pt")) == 1  # not tried again at every rerun (offline: 30 s timeouts each)
 
 
 def test_hints_are_placed_edited_suggested_and_downloaded(monkeypatch, release_weights, siggraph_weights, script, tmp_path, served):
