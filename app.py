@@ -54,11 +54,7 @@ def loaded(spec: str, device: str) -> tuple[object, str | None]:
     not tried again, with its download timeouts, at every click."""
     try:
         G = models.load_generator(spec, device)
-        if runtime == "torch" and precision == "fp32":
-            return G, None
-        calib = runtimes.calibration_photos(calibration)
-        return runtimes.prepare(G, runtime, precision, 256, runtimes.photo_batches(calib, 256, runtimes.CALIBRATION_IMAGES),
-                                "\n".join(map(str, calib[:runtimes.CALIBRATION_IMAGES])), xml=runtimes.shipped(spec, precision, 256)), None
+        return runtimes.prepare(G, runtime, precision, 256, runtimes.calibration_photos(calibration), spec=spec), None
     except (models.ModelError, runtimes.RuntimeChoiceError) as e:
         return None, str(e)
 

@@ -457,7 +457,6 @@ def bench_runtime() -> None:
     # trained here with --dataset=--photos is measured on photos it never saw; int8 calibrates on others
     held_out = [f for i, f in enumerate(files) if i % data.HELD_OUT_EVERY == data.HELD_OUT_EVERY - 1][:48]
     calib = [f for f in files if f not in held_out][:calibration_images]
-    batches = runtime.photo_batches(calib, 256, calibration_images)
     truth = torch.stack([models.small_copy(load_image(p)) for p in held_out])
     L, ab = uint8_to_lab(truth)
     rgb_true = lab_to_rgb(torch.cat([L, ab], 1))
@@ -472,10 +471,10 @@ def bench_runtime() -> None:
                 continue
             name = f"{arch} {rt} {precision}"
             t = time.perf_counter()
-            g = runtime.prepare(G, rt, precision, 256, batches, "bench", calibration_images)
+            g = runtime.prepare(G, rt, precision, 256, calib, calibration_images)
             report("runtime", f"{name}: first start (convert, calibrate, compile)", time.perf_counter() - t, "s")
             t = time.perf_counter()
-            g = runtime.prepare(G, rt, precision, 256, batches, "bench", calibration_images)
+            g = runtime.prepare(G, rt, precision, 256, calib, calibration_images)
             report("runtime", f"{name}: next start (from the cache)", time.perf_counter() - t, "s")
             with torch.no_grad():
                 ms = 1000 * median_time(lambda: g(L[:1], given[:1] if G.takes_hints else None), 8, warmup=2)
@@ -500,7 +499,6 @@ def bench_jobs() -> None:
     """8. the jobs under each runtime and precision (ECCV16, the default model): a folder of 1-12 MP photos, a clip."""
     os.environ["COLORGAN_CACHE"] = str(tmp / "cache")
     calib = [f for i, f in enumerate(files) if i % data.HELD_OUT_EVERY != data.HELD_OUT_EVERY - 1][:calibration_images]
-    batches = runtime.photo_batches(calib, 256, calibration_images)
     G = models.load_generator(weights or "scratch")
     paths = folder_photos(16)
     clip = make_clip(24 if quick else 96)
@@ -508,7 +506,7 @@ def bench_jobs() -> None:
     for rt, precision in COMBOS:
         if runtime.check(rt, precision, fallback=True) != precision:
             continue
-        g = runtime.prepare(G, rt, precision, 256, batches, "bench", calibration_images)
+        g = runtime.prepare(G, rt, precision, 256, calib, calibration_images)
         threads = runtime.share_cores(rt, 2)  # as colorize.py does (2 workers)
         out_dir = tmp / f"rt-{rt}-{precision}"
         t = time.perf_counter()

@@ -144,14 +144,12 @@ try:
     G = models.load_generator(ckpt, device)
 except models.ModelError as e:
     fail(str(e))
-if runtime != "torch" or precision != "fp32":
-    own = sorted(src for src, _ in jobs if src.suffix.lower() not in video.VIDEO_SUFFIXES)
-    calib = runtimes.calibration_photos(calibration) if calibration else own
-    try:
-        G = runtimes.prepare(G, runtime, precision, size, runtimes.photo_batches(calib, size, calibration_images),
-                             "\n".join(map(str, calib[:calibration_images])), calibration_images, runtimes.shipped(ckpt, precision, size))
-    except runtimes.RuntimeChoiceError as e:
-        fail(str(e))
+own = sorted(src for src, _ in jobs if src.suffix.lower() not in video.VIDEO_SUFFIXES)  # int8's default calibration
+try:
+    G = runtimes.prepare(G, runtime, precision, size, runtimes.calibration_photos(calibration) if calibration else own,
+                         calibration_images, spec=ckpt)
+except runtimes.RuntimeChoiceError as e:
+    fail(str(e))
 if hints_for and not G.takes_hints:
     if hints:
         fail(f"--hints={hints}: {ckpt} is an ECCV16 model, which has no hint input; use --ckpt=siggraph17 or a model "

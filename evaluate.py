@@ -133,11 +133,9 @@ device, rank, world = accelerator.device, accelerator.process_index, accelerator
 try:
     images = make_dataset(dataset, split, image_size, train=False, resize=resize)
     generators = [models.load_generator(spec, device) for spec in ckpt]
-    if runtime != "torch" or precision != "fp32":
-        calib = runtimes.calibration_photos(calibration)
-        generators = [runtimes.prepare(G, runtime, precision, image_size, runtimes.photo_batches(calib, image_size, calibration_images),
-                                       "\n".join(map(str, calib[:calibration_images])), calibration_images,
-                                       runtimes.shipped(spec, precision, image_size)) for spec, G in zip(ckpt, generators)]
+    calib = runtimes.calibration_photos(calibration)
+    generators = [runtimes.prepare(G, runtime, precision, image_size, calib, calibration_images, spec=spec)
+                  for spec, G in zip(ckpt, generators)]
     vgg = None if vgg_weights == "none" else losses.VGGFeatures(vgg_weights).to(device)
     fid_nets = metrics.fid_networks(fid, fid_weights, device)
     lpips_net_ = None if lpips_weights == "none" else metrics.lpips_network(lpips_net, lpips_weights, device)

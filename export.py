@@ -299,7 +299,7 @@ try:
         if variants:
             photos = runtime.calibration_photos(calibration)
             for v in variants:
-                runtime.convert(G, tmp / "openvino" / v, v, 256, runtime.photo_batches(photos, 256, runtime.CALIBRATION_IMAGES))
+                runtime.convert(G, tmp / "openvino" / v, v, 256, photos)
             info |= {"openvino": {v: f"openvino/{v}/model.xml" for v in variants} | {"input_size": 256}}
         (tmp / "config.json").write_text(json.dumps(info, indent=1, default=str))
         (tmp / "README.md").write_text(model_card(spec, info, table))

@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -182,7 +182,7 @@ def _quantize(model, G: nn.Module, calibration: Iterable[torch.Tensor], count: i
             if len(items) == count:
                 break
     if not items:
-        raise RuntimeChoiceError("--precision=int8: no photos to calibrate on (give --calibration=FOLDER)")
+        raise RuntimeChoiceError("--precision=int8: no photos to calibrate on (give --calibration=FOLDER of photos)")
     return nncf.quantize(model, nncf.Dataset(items), preset=nncf.QuantizationPreset.MIXED, subset_size=len(items))
 
 
@@ -195,16 +195,15 @@ def shipped(spec: str, precision: str, size: int) -> Path | None:
         return None
 
 
-def convert(G: nn.Module, folder: Path, precision: str, size: int = 256,
-            calibration: Callable[[], Iterable[torch.Tensor]] | None = None, calibration_images: int = CALIBRATION_IMAGES) -> None:
-    """Write G as an OpenVINO IR (int8: quantized) to folder/model.xml, whole or not at all (built beside, renamed)."""
+def convert(G: nn.Module, folder: Path, precision: str, size: int = 256, photos: Sequence[Path] = (),
+            calibration_images: int = CALIBRATION_IMAGES) -> None:
+    """Write G as an OpenVINO IR (int8: quantized, calibrated on the first calibration_images of photos that decode) to
+    folder/model.xml, whole or not at all (built beside, renamed)."""
     import openvino as ov
 
     model = _convert(G, size)
     if precision == "int8":
-        if calibration is None:
-            raise RuntimeChoiceError("--precision=int8 needs photos to calibrate on (--calibration=FOLDER)")
-        model = _quantize(model, G, calibration(), calibration_images)
+        model = _quantize(model, G, _photo_batches(photos, size, calibration_images), calibration_images)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
@@ -218,26 +217,27 @@ def convert(G: nn.Module, folder: Path, precision: str, size: int = 256,
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def prepare(G: nn.Module, runtime: str, precision: str, size: int = 256,
-            calibration: Callable[[], Iterable[torch.Tensor]] | None = None, calibration_id: str = "",
-            calibration_images: int = CALIBRATION_IMAGES, xml: Path | None = None):
+def prepare(G: nn.Module, runtime: str, precision: str, size: int = 256, photos: Sequence[Path] = (),
+            calibration_images: int = CALIBRATION_IMAGES, spec: str = ""):
     """The generator to colorize with: G itself (torch fp32), G under bf16 autocast, or G compiled by OpenVINO at
-    size x size: from xml (an export's shipped model) or from the cache, converted there first (int8: quantized on
-    calibration()'s uint8 RGB batches, once; calibration_id names them in the cache key)."""
+    size x size: the model spec's shipped OpenVINO model (export.py --openvino) if it has one, else the cache's,
+    converted there first (int8: calibrated on photos, once; their names are part of the cache key)."""
     if runtime == "torch":
         return G if precision == "fp32" else Autocast(G)
     import openvino as ov
 
     root = cache_dir()
+    xml = shipped(spec, precision, size) if spec else None
     if xml is None:
-        folder = root / f"{G.arch}-{size}-{precision}-{_key(G, size, precision, calibration_id)}"
+        used = "\n".join(map(str, photos[:calibration_images]))
+        folder = root / f"{G.arch}-{size}-{precision}-{_key(G, size, precision, used)}"
         if not (folder / "model.xml").is_file():
-            convert(G, folder, precision, size, calibration, calibration_images)
+            convert(G, folder, precision, size, photos, calibration_images)
         xml = folder / "model.xml"
     core = ov.Core()
     core.set_property({"CACHE_DIR": str(root / "compiled")})
     compiled = core.compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": OV_PRECISION[precision],
-                                                                     "PERFORMANCE_HINT": "LATENCY"})
+                                                    "PERFORMANCE_HINT": "LATENCY"})
     return OpenVINOGenerator(compiled, G, size, precision)
 
 
@@ -256,22 +256,19 @@ def calibration_photos(folder: str) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in data.IMAGE_SUFFIXES and p.is_file()) if folder else []
 
 
-def photo_batches(paths: list[Path], size: int, limit: int, batch: int = 16) -> Callable[[], Iterable[torch.Tensor]]:
+def _photo_batches(paths: Sequence[Path], size: int, limit: int, batch: int = 16) -> Iterator[torch.Tensor]:
     """Calibration photos: the first limit of paths that decode, as uint8 RGB size x size copies in batches."""
-    def batches() -> Iterable[torch.Tensor]:
-        chunk, used = [], 0
-        for p in paths:
-            if used == limit:
-                break
-            try:
-                chunk.append(models.small_copy(data.load_image(p), size))
-            except data.ImageError:
-                continue
-            used += 1
-            if len(chunk) == batch:
-                yield torch.stack(chunk)
-                chunk = []
-        if chunk:
+    chunk, used = [], 0
+    for p in paths:
+        if used == limit:
+            break
+        try:
+            chunk.append(models.small_copy(data.load_image(p), size))
+        except data.ImageError:
+            continue
+        used += 1
+        if len(chunk) == batch:
             yield torch.stack(chunk)
-
-    return batches
+            chunk = []
+    if chunk:
+        yield torch.stack(chunk)

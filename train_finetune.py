@@ -81,9 +81,7 @@ G_fwd = torch.compile(G) if compile else G
 if run.is_main and state is None:
     run.writer.add_text("config", "\n".join(f"    {k} = {v!r}" for k, v in config.items()))
 
-hint_rng = torch.Generator().manual_seed(seed + run.accelerator.process_index)  # SIGGRAPH17's simulated hints
-if state is not None and "hint_rng" in state:
-    hint_rng.set_state(state["hint_rng"])  # a resume draws the hints it would have drawn
+hint_rng = training.hint_generator(seed, run.accelerator.process_index, state)
 if loss == "classification":
     from tqdm import tqdm
 

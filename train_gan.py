@@ -67,11 +67,9 @@ if G.takes_hints:  # SIGGRAPH17's class head has no part in the GAN's losses (an
     G.model_class.requires_grad_(False)
 D = models.PatchDiscriminator()
 G_ema = copy.deepcopy(G).eval().requires_grad_(False) if ema_decay else None
-hint_rng = torch.Generator().manual_seed(seed + run.accelerator.process_index)  # SIGGRAPH17's simulated hints
+hint_rng = training.hint_generator(seed, run.accelerator.process_index, state)
 if state is not None:
     D.load_state_dict(state["discriminator"])
-    if "hint_rng" in state:
-        hint_rng.set_state(state["hint_rng"])  # a resume draws the hints it would have drawn
     if G_ema is not None:
         G_ema.load_state_dict(state.get("generator_ema", state["generator"]))
 if channels_last:

@@ -109,6 +109,15 @@ def generator(script: str, init: str, arch: str, state: dict | None) -> nn.Modul
     return G.train()
 
 
+def hint_generator(seed: int, process: int, state: dict | None) -> torch.Generator:
+    """The generator of a SIGGRAPH17 run's simulated hints (its own, one per process, saved in ckpt.pt as hint_rng), set
+    where the resumed run left it: a resume draws the hints it would have drawn."""
+    g = torch.Generator().manual_seed(seed + process)
+    if state is not None and "hint_rng" in state:
+        g.set_state(state["hint_rng"])
+    return g
+
+
 def default_workers() -> int:
     """DataLoader workers: up to 4, no more than the CPUs this process may use (PyTorch warns above that)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

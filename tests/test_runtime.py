@@ -34,8 +34,13 @@ def photos(first: int, n: int, size: int = 64) -> torch.Tensor:
     return torch.stack([torch.from_numpy(synthetic_rgb(i, size, size)).permute(2, 0, 1) for i in range(first, first + n)])
 
 
-def calibration():
-    return [photos(0, 16)]
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory) -> list:
+    """16 synthetic photos to calibrate int8 on, as files (as users give them)."""
+    folder = tmp_path_factory.mktemp("calibration")
+    for i, rgb in enumerate(photos(0, 16)):
+        Image.fromarray(rgb.permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
+    return sorted(folder.iterdir())
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +49,13 @@ def sig():
 
 
 @pytest.mark.parametrize("rt, precision", list(BOUNDS))
-def test_each_precision_stays_within_its_bound_of_fp32(sig, rt, precision, monkeypatch):
+def test_each_precision_stays_within_its_bound_of_fp32(sig, rt, precision, monkeypatch, calibration):
     monkeypatch.setattr(runtime, "has_bf16", lambda: True)  # the bound is about the arithmetic, not this CPU
     L, ab = data.uint8_to_lab(photos(20, 8))  # held out from the calibration photos
     given = hints.sweep(ab, 5, list(range(8)))
     with torch.no_grad():
         exact = sig(L, given)
-        out = runtime.prepare(sig, rt, precision, 64, calibration, "synthetic")(L, given)
+        out = runtime.prepare(sig, rt, precision, 64, calibration)(L, given)
     err = (out - exact).abs()
     mean, p999 = BOUNDS[(rt, precision)]
     assert err.mean() <= mean and err.flatten().quantile(0.999) <= p999
@@ -65,18 +70,18 @@ def test_openvino_fp32_is_the_exact_path_for_eccv16_too():
         assert (runtime.prepare(G, "openvino", "fp32", 64)(L) - G(L)).abs().max() < 0.05
 
 
-def test_a_converted_model_is_cached_per_weights_and_precision(sig, cache, monkeypatch):
+def test_a_converted_model_is_cached_per_weights_and_precision(sig, cache, monkeypatch, calibration):
     L, _ = data.uint8_to_lab(photos(20, 2))
-    first = runtime.prepare(sig, "openvino", "int8", 64, calibration, "synthetic")(L)  # made here or by the test above
+    first = runtime.prepare(sig, "openvino", "int8", 64, calibration)(L)  # made here or by the test above
     assert len(list(cache.glob("siggraph17-64-int8-*/model.xml"))) == 1 and list((cache / "compiled").iterdir())
     def converted_again(*args):
         raise AssertionError("converted again")
 
     monkeypatch.setattr(runtime, "_convert", converted_again)
-    assert torch.equal(runtime.prepare(sig, "openvino", "int8", 64, calibration, "synthetic")(L), first)
+    assert torch.equal(runtime.prepare(sig, "openvino", "int8", 64, calibration)(L), first)
     other = varied_generator(2, "siggraph17")
     with pytest.raises(AssertionError, match="converted again"):  # other weights: another entry
-        runtime.prepare(other, "openvino", "int8", 64, calibration, "synthetic")
+        runtime.prepare(other, "openvino", "int8", 64, calibration)
 
 
 def test_refusals_are_one_line(monkeypatch):
