@@ -14,11 +14,13 @@ model it was made from (the app's colour suggestions read its class head).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import platform
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -153,11 +155,14 @@ def _key(G: nn.Module, size: int, precision: str, calibration_id: str) -> str:
 
 def _convert(G: nn.Module, size: int):
     """G as an OpenVINO model with a dynamic batch and size x size inputs."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # the converter imports it: a CPU torch warns
     import openvino as ov
 
     shapes = [[-1, 1, size, size]] + ([[-1, 3, size, size]] if G.takes_hints else [])
     example = tuple(torch.zeros(1, s[1], size, size) for s in shapes)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # OpenVINO traces with torch.jit, which torch calls deprecated
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # SIGGRAPH17's size check: traced at a valid size
         return ov.convert_model(_Graph(G.float().cpu().eval()), example_input=example, input=shapes)
 
 
@@ -201,6 +206,8 @@ def convert(G: nn.Module, folder: Path, precision: str, size: int = 256, photos:
     folder/model.xml, whole or not at all (built beside, renamed)."""
     import openvino as ov
 
+    print(f"colorgan: converting the model for OpenVINO {precision} at {size}x{size} (once: it is cached in {folder.parent})",
+          file=sys.stderr)
     model = _convert(G, size)
     if precision == "int8":
         model = _quantize(model, G, _photo_batches(photos, size, calibration_images), calibration_images)
