@@ -32,7 +32,7 @@ try:
     if device not in ("auto", "cpu", "cuda"):
         raise SystemExit(f"app.py: --device must be auto, cpu or cuda, not {device!r}")
     try:
-        precision = runtimes.check(runtime, precision)
+        precision = runtimes.check(runtime, precision, cpu=device == "cpu" or not torch.cuda.is_available())
     except runtimes.RuntimeChoiceError as e:
         raise SystemExit(f"app.py: {e}") from None
     if runtime == "openvino" and device == "cuda":

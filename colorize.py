@@ -94,7 +94,7 @@ if not 0 <= temporal < 1:
 if overwrite and skip_existing:
     fail("--overwrite=True and --skip_existing=True contradict each other")
 try:
-    precision = runtimes.check(runtime, precision, fallback)
+    precision = runtimes.check(runtime, precision, fallback, cpu=device == "cpu" or not torch.cuda.is_available())
 except runtimes.RuntimeChoiceError as e:
     fail(str(e))
 if runtime == "openvino" and (temperature != 1 or device not in ("auto", "cpu")):

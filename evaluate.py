@@ -116,7 +116,7 @@ except ValueError:
 if any(n < 0 for n in counts):
     fail(f"--hints={hints}: a comma-separated list of hint counts, e.g. 0,1,2,5,10")
 try:
-    precision = runtimes.check(runtime, precision)
+    precision = runtimes.check(runtime, precision, cpu=device == "cpu" or not torch.cuda.is_available())
 except runtimes.RuntimeChoiceError as e:
     fail(str(e))
 if runtime == "openvino" and (temperature != 1 or device == "cuda"):

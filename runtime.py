@@ -67,9 +67,10 @@ def has_bf16() -> bool:
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16", "bf16"))
 
 
-def check(runtime: str, precision: str, fallback: bool = False) -> str:
+def check(runtime: str, precision: str, fallback: bool = False, cpu: bool = True) -> str:
     """Refuse a runtime or precision that cannot run here, in one line (before any weights load); returns the precision
-    to use (fp32 where bf16 is missing and fallback is allowed, with a note)."""
+    to use (fp32 where the CPU lacks bf16 and fallback is allowed, with a note). cpu=False: torch runs on a GPU, whose
+    bf16 is its own business."""
     if runtime not in RUNTIMES:
         raise RuntimeChoiceError(f"--runtime={runtime}: use torch or openvino")
     if precision not in PRECISIONS:
@@ -84,7 +85,7 @@ def check(runtime: str, precision: str, fallback: bool = False) -> str:
         except ImportError:
             raise RuntimeChoiceError(f"--runtime=openvino{' --precision=int8' if precision == 'int8' else ''} needs "
                                      f"{'openvino and nncf' if precision == 'int8' else 'openvino'}: pip install openvino nncf") from None
-    if precision == "bf16" and not has_bf16():
+    if precision == "bf16" and (cpu or runtime == "openvino") and not has_bf16():
         if not fallback:
             raise RuntimeChoiceError(f"--precision=bf16: this CPU ({cpu_name()}) has no bf16 units, so bf16 would be slower "
                                      "than fp32; use --precision=fp32, or --fallback=True to run fp32 wherever bf16 is missing")

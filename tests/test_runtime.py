@@ -93,6 +93,7 @@ def test_refusals_are_one_line(monkeypatch):
     with pytest.raises(runtime.RuntimeChoiceError, match="no bf16 units.*--fallback=True"):
         runtime.check("openvino", "bf16")
     assert runtime.check("openvino", "bf16", fallback=True) == "fp32"
+    assert runtime.check("torch", "bf16", cpu=False) == "bf16"  # on a GPU, the CPU's bf16 units do not matter
     real_import = builtins.__import__
 
     def no_openvino(name, *args, **kw):
