@@ -108,6 +108,7 @@ except media.PlanError as e:
     fail(str(e))
 rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 jobs = jobs[rank::world]  # each process its own files (checked below): none written twice, on one machine or several
+planned = jobs  # this process's whole share, counted when a stop says how far the job got
 existing = [dst for _, dst in jobs if dst.exists()]
 if existing and not overwrite:
     if not skip_existing:
@@ -190,9 +191,9 @@ try:
                 print(f"colorize.py: skipped {e}", file=sys.stderr)
 except KeyboardInterrupt as e:
     signum = e.args[0] if e.args else signal.SIGINT
-    written = sum(dst.exists() for _, dst in jobs)
+    written = sum(dst.exists() for _, dst in planned)
     again = [a for a in sys.argv if not a.startswith(("--skip_existing", "--overwrite"))] + ["--skip_existing=True"]
-    print(f"\ncolorize.py: stopped by {signal.Signals(signum).name}: {written} of {len(jobs)} outputs written, none half-written; "
+    print(f"\ncolorize.py: stopped by {signal.Signals(signum).name}: {written} of {len(planned)} outputs written, none half-written; "
           f"to do the rest: python {shlex.join(again)}", file=sys.stderr)
     sys.exit(128 + signum)
 finally:

@@ -287,6 +287,9 @@ def test_a_stopped_folder_job_says_how_far_it_got_and_how_to_finish(colorize, tm
     assert code == 128 + signum and "Traceback" not in err and err.count("colorize.py:") == 1, err
     assert f"stopped by {signal.Signals(signum).name}: 2 of 5 outputs written" in last and "--skip_existing=True" in last, last
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png"]  # no temp file left
+    saved.clear()  # stopped again while resuming: the count is of the whole job, not of this run's 3
+    code, err = colorize(tmp_path, tmp_path / "out", SMALL, "--workers=0", "--batch_size=1", "--skip_existing=True")
+    assert code == 128 + signum and "4 of 5 outputs written" in err.strip().splitlines()[-1], err
     monkeypatch.setattr(media, "save", save)
     assert colorize(tmp_path, tmp_path / "out", SMALL, "--skip_existing=True")[0] == 0
     assert len(list((tmp_path / "out").iterdir())) == 5
