@@ -149,14 +149,37 @@ def _to_8bit(img: Image.Image) -> Image.Image:
 GRAY16_MODES = ("I;16", "I;16B", "I;16L", "I")  # PIL's 16-bit gray (and the 32-bit integer mode it opens some in)
 
 
-def gray16(img: Image.Image) -> np.ndarray | None:
-    """A 16-bit gray photo's pixels as uint16 (H,W) (what load_image(keep_16bit=True) keeps), else None."""
-    return np.asarray(img).astype(np.uint16) if img.mode in GRAY16_MODES else None
+RGB16 = "colorgan_rgb16"  # img.info key of a 16-bit RGB TIFF's own pixels (PIL reads them as 8 bits)
+TRANSPOSE = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.swapaxes(0, 1),
+             6: lambda a: a.swapaxes(0, 1)[:, ::-1], 7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+             8: lambda a: a.swapaxes(0, 1)[::-1]}  # EXIF orientation -> the array upright, as ImageOps.exif_transpose
 
 
-def gray16_to_l(gray: torch.Tensor) -> torch.Tensor:
-    """16-bit gray values (any shape, float) -> L at full precision (gray: R = G = B, so Y is the linear value)."""
-    return 116 * _f(_linearize(gray / 65535)) - 16
+def deep16(img: Image.Image) -> np.ndarray | None:
+    """A 16-bit photo's own pixels (what load_image(keep_16bit=True) keeps): uint16 (H,W) gray or (H,W,3) RGB; else None."""
+    if img.mode in GRAY16_MODES:
+        return np.asarray(img).astype(np.uint16)
+    return img.info.get(RGB16)
+
+
+def deep16_to_l(pixels: torch.Tensor) -> torch.Tensor:
+    """16-bit values (h,w) gray or (h,w,3) RGB, float, -> L (1,1,h,w) at full precision (gray: Y is the linear value)."""
+    if pixels.ndim == 2:
+        return (116 * _f(_linearize(pixels / 65535)) - 16)[None, None]
+    return rgb_to_lab(pixels.permute(2, 0, 1)[None] / 65535)[:, :1]
+
+
+def _rgb16_tiff(src, img: Image.Image, orientation: int | None) -> np.ndarray | None:
+    """A 16-bit RGB TIFF's pixels, read with tifffile where PIL gave 8 bits, turned by its orientation as PIL turned the
+    8-bit picture (img, upright); None for any other file."""
+    if img.format != "TIFF" or img.mode != "RGB" or tuple(getattr(img, "tag_v2", {}).get(258, ())) != (16, 16, 16) \
+            or "icc_profile" in img.info:  # (a profile would convert the 8-bit pixels only: keep the two alike)
+        return None
+    import tifffile
+
+    arr = tifffile.imread(io.BytesIO(src) if isinstance(src, bytes) else src)
+    arr = TRANSPOSE.get(orientation, lambda a: a)(arr)
+    return np.ascontiguousarray(arr) if arr.dtype == np.uint16 and arr.shape == (img.height, img.width, 3) else None
 
 
 def as_rgb8(img: Image.Image) -> Image.Image:
@@ -167,7 +190,8 @@ def as_rgb8(img: Image.Image) -> Image.Image:
 def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pixels: int = MAX_PIXELS,
                keep_16bit: bool = False) -> Image.Image:
     """Open anything PIL reads as an upright 8-bit RGB (or RGBA) image; ImageError otherwise. keep_16bit keeps a 16-bit
-    gray photo (a scan) in its 16 bits (mode I;16 or I: see gray16)."""
+    photo's precision too (see deep16): a gray one in its own mode (I;16 or I), a 16-bit RGB TIFF's pixels beside the
+    8-bit picture."""
     name = "<bytes>" if isinstance(src, bytes) else str(src)
     too_big = f"{name}: over the limit of {max_pixels:,} pixels (a decompression bomb?)"
     try:
@@ -180,8 +204,10 @@ def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pix
         if frames > 1 and img.format != "MPO":  # a camera's MPO holds the photo and its preview: the first is the photo
             raise ImageError(f"{name}: holds {frames} pages or frames; colorgan colorizes one picture a file (split it "
                              "first, e.g. with ImageMagick: convert in.tif page-%d.png)")
+        turned = getattr(img, "tag_v2", {}).get(274)  # a TIFF's orientation: Pillow 13 applies it while loading
         img.load()
         ImageOps.exif_transpose(img, in_place=True)  # in place: a 12 MP photo is not copied
+        rgb16 = _rgb16_tiff(src, img, turned) if keep_16bit else None
     except ImageError:
         raise
     except FileNotFoundError:
@@ -204,6 +230,8 @@ def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pix
     mode = "RGBA" if keep_alpha and has_alpha else "RGB"
     img = img if img.mode == mode else img.convert(mode)
     img.info = info
+    if rgb16 is not None and mode == "RGB":
+        img.info[RGB16] = rgb16
     return _to_srgb(img) if info.get("icc_profile") else img
 
 

@@ -480,9 +480,9 @@ def predict_ab(G: Generator, small: torch.Tensor, temperature: float = 1.0, hint
 @torch.no_grad()
 def paint(img: Image.Image, ab_small: torch.Tensor, chunk_pixels: int = 1 << 17) -> Image.Image | np.ndarray:
     """The colorized photo: ab (2,h,w) upsampled bilinearly onto img's own full-resolution L (alpha kept). A 16-bit
-    gray photo (load_image(keep_16bit=True)) gives uint16 RGB (H,W,3), its L at full precision."""
+    photo (load_image(keep_16bit=True): gray, or an RGB TIFF) gives uint16 RGB (H,W,3), its L at full precision."""
     device = ab_small.device
-    deep = data.gray16(img)
+    deep = data.deep16(img)
     img_rgb = img if img.mode == "RGB" or deep is not None else img.convert("RGB")
     ab_small = ab_small[None]
     W, H = img_rgb.size
@@ -499,7 +499,7 @@ def paint(img: Image.Image, ab_small: torch.Tensor, chunk_pixels: int = 1 << 17)
             band = torch.from_numpy(np.array(img_rgb.crop((0, r, W, min(H, r + rows))))).to(device).permute(2, 0, 1)[None]
             L = data.uint8_to_l(band)
         else:
-            L = data.gray16_to_l(torch.from_numpy(deep[r:r + rows].astype(np.float32)).to(device))[None, None]
+            L = data.deep16_to_l(torch.from_numpy(deep[r:r + rows].astype(np.float32)).to(device))
         ab = torch.lerp(ab_wide[:, y0[r:r + rows]], ab_wide[:, y1[r:r + rows]], frac[r:r + rows])[None]
         rgb = (data.lab_to_rgb(torch.cat([L, ab], 1))[0] * (255 if deep is None else 65535)).round_().cpu()
         torch.from_numpy(out[r:r + rows]).permute(2, 0, 1).copy_(rgb)  # cast and interleave in one pass

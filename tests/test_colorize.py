@@ -350,3 +350,25 @@ def test_a_16_bit_scan_comes_back_in_16_bits_with_its_full_precision_l(colorize,
     assert np.abs(L_out - L_in)[inside].mean() > 0 and np.abs(tif.astype(int)[..., 0] - tif[..., 2]).max() > 256  # coloured
     eight = np.asarray(Image.open(tmp_path / "out.jpg"))
     assert eight.dtype == np.uint8 and np.abs(eight.astype(int) - (tif / 257).round()).mean() < 3  # JPEG holds 8 bits
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_a_16_bit_rgb_tiff_comes_back_in_16_bits_upright(colorize, tmp_path, orientation):
+    import tifffile
+    from skimage import color
+
+    y, x = np.mgrid[0:60, 0:80] / 80
+    rgb = np.stack([0.2 + 0.6 * x, 0.25 + 0.5 * y, 0.3 + 0.4 * x * y], -1)  # smooth: thousands of 16-bit levels
+    tifffile.imwrite(tmp_path / "scan.tif", (rgb * 65535).round().astype(np.uint16), photometric="rgb",
+                     extratags=[(274, "H", 1, orientation, False)])  # the TIFF's own orientation tag
+    upright = np.asarray(data.load_image(tmp_path / "scan.tif"))  # PIL's upright 8-bit reading
+    code, err = colorize(tmp_path / "scan.tif", tmp_path / "out.tif", SMALL)
+    assert code == 0, err
+    out = tifffile.imread(tmp_path / "out.tif")
+    assert out.dtype == np.uint16 and out.shape[:2] == upright.shape[:2] and len(np.unique(out[..., 0])) > 1000
+    L_in = color.rgb2lab(upright / 255)[..., 0]
+    L_out = color.rgb2lab(out / 65535)[..., 0]
+    inside = (out > 0).all(-1) & (out < 65535).all(-1)
+    assert inside.mean() > 0.5 and np.abs(L_out - L_in)[inside].mean() < 0.3  # the same picture, the same way up
+    deep = np.rot90(rgb, {1: 0, 3: 2, 6: -1, 8: 1}[orientation])  # the 16-bit original, turned as its tag says
+    assert np.abs(L_out - color.rgb2lab(deep)[..., 0])[inside].mean() < 0.02  # and its L from all 16 bits
