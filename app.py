@@ -32,11 +32,9 @@ try:
     if device not in ("auto", "cpu", "cuda"):
         raise SystemExit(f"app.py: --device must be auto, cpu or cuda, not {device!r}")
     try:
-        precision = runtimes.check(runtime, precision, cpu=device == "cpu" or not torch.cuda.is_available())
+        precision = runtimes.check(runtime, precision, device=device)
     except runtimes.RuntimeChoiceError as e:
         raise SystemExit(f"app.py: {e}") from None
-    if runtime == "openvino" and device == "cuda":
-        raise SystemExit("app.py: --runtime=openvino runs on the CPU")
     if precision == "int8" and not (calibration and Path(calibration).is_dir()) and not all(runtimes.shipped(s, "int8", 256) for s in (baseline, ckpt) if s):
         raise SystemExit("app.py: --precision=int8 needs --calibration=FOLDER (photos to calibrate on, once per model) "
                          "or models exported with --openvino=int8")

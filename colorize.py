@@ -94,12 +94,9 @@ if not 0 <= temporal < 1:
 if overwrite and skip_existing:
     fail("--overwrite=True and --skip_existing=True contradict each other")
 try:
-    precision = runtimes.check(runtime, precision, fallback, cpu=device == "cpu" or not torch.cuda.is_available())
+    precision = runtimes.check(runtime, precision, fallback, device, temperature)
 except runtimes.RuntimeChoiceError as e:
     fail(str(e))
-if runtime == "openvino" and (temperature != 1 or device not in ("auto", "cpu")):
-    fail("--runtime=openvino runs on the CPU at temperature 1 (the release's mean); use --runtime=torch for "
-         f"{'--temperature' if temperature != 1 else '--device=' + device}")
 if calibration and not os.path.isdir(calibration):
     fail(f"--calibration={calibration}: not a folder of photos")
 try:
@@ -145,10 +142,11 @@ try:
     G = models.load_generator(ckpt, device)
 except models.ModelError as e:
     fail(str(e))
-own = sorted(src for src, _ in jobs if src.suffix.lower() not in video.VIDEO_SUFFIXES)  # int8's default calibration
-try:
-    G = runtimes.prepare(G, runtime, precision, size, runtimes.calibration_photos(calibration) if calibration else own,
-                         calibration_images, spec=ckpt)
+photos = [(src, dst) for src, dst in jobs if src.suffix.lower() not in video.VIDEO_SUFFIXES]
+videos = [(src, dst) for src, dst in jobs if src.suffix.lower() in video.VIDEO_SUFFIXES]
+try:  # int8 calibrates on --calibration, or on the photos this job colorizes
+    G = runtimes.prepare(G, runtime, precision, size, runtimes.calibration_photos(calibration) if calibration else
+                         sorted(src for src, _ in photos), calibration_images, spec=ckpt)
 except runtimes.RuntimeChoiceError as e:
     fail(str(e))
 if hints_for and not G.takes_hints:
@@ -159,8 +157,6 @@ if hints_for and not G.takes_hints:
           file=sys.stderr)
     hints_for = {}
 
-photos = [(src, dst) for src, dst in jobs if src.suffix.lower() not in video.VIDEO_SUFFIXES]
-videos = [(src, dst) for src, dst in jobs if src.suffix.lower() in video.VIDEO_SUFFIXES]
 failed = []
 
 

@@ -116,11 +116,9 @@ except ValueError:
 if any(n < 0 for n in counts):
     fail(f"--hints={hints}: a comma-separated list of hint counts, e.g. 0,1,2,5,10")
 try:
-    precision = runtimes.check(runtime, precision, cpu=device == "cpu" or not torch.cuda.is_available())
+    precision = runtimes.check(runtime, precision, device=device, temperature=temperature)
 except runtimes.RuntimeChoiceError as e:
     fail(str(e))
-if runtime == "openvino" and (temperature != 1 or device == "cuda"):
-    fail("--runtime=openvino runs on the CPU at temperature 1; use --runtime=torch for --temperature or --device=cuda")
 if precision == "int8" and not (calibration and Path(calibration).is_dir()):
     fail("--precision=int8 needs --calibration=FOLDER: photos other than the evaluated ones, so the cost is not flattered")
 labels = models.spec_labels(ckpt)
@@ -128,7 +126,7 @@ labels = models.spec_labels(ckpt)
 from accelerate import Accelerator  # heavy: after the refusals
 from accelerate.utils import gather_object
 
-accelerator = Accelerator(cpu=device == "cpu")
+accelerator = Accelerator(cpu=device == "cpu" or runtime == "openvino")  # OpenVINO runs on the CPU
 device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
 try:
     images = make_dataset(dataset, split, image_size, train=False, resize=resize)

@@ -67,10 +67,10 @@ def has_bf16() -> bool:
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16", "bf16"))
 
 
-def check(runtime: str, precision: str, fallback: bool = False, cpu: bool = True) -> str:
+def check(runtime: str, precision: str, fallback: bool = False, device: str = "auto", temperature: float = 1.0) -> str:
     """Refuse a runtime or precision that cannot run here, in one line (before any weights load); returns the precision
-    to use (fp32 where the CPU lacks bf16 and fallback is allowed, with a note). cpu=False: torch runs on a GPU, whose
-    bf16 is its own business."""
+    to use (fp32 where the CPU lacks bf16 and fallback is allowed, with a note). OpenVINO runs on the CPU at
+    temperature 1; torch on a GPU goes by the GPU's bf16, not the CPU's."""
     if runtime not in RUNTIMES:
         raise RuntimeChoiceError(f"--runtime={runtime}: use torch or openvino")
     if precision not in PRECISIONS:
@@ -85,7 +85,11 @@ def check(runtime: str, precision: str, fallback: bool = False, cpu: bool = True
         except ImportError:
             raise RuntimeChoiceError(f"--runtime=openvino{' --precision=int8' if precision == 'int8' else ''} needs "
                                      f"{'openvino and nncf' if precision == 'int8' else 'openvino'}: pip install openvino nncf") from None
-    if precision == "bf16" and (cpu or runtime == "openvino") and not has_bf16():
+    if runtime == "openvino" and (temperature != 1 or device not in ("auto", "cpu")):
+        raise RuntimeChoiceError("--runtime=openvino runs on the CPU at temperature 1 (the release's mean); use --runtime=torch "
+                                 f"for {'--temperature' if temperature != 1 else '--device=' + device}")
+    on_cpu = runtime == "openvino" or device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if precision == "bf16" and on_cpu and not has_bf16():
         if not fallback:
             raise RuntimeChoiceError(f"--precision=bf16: this CPU ({cpu_name()}) has no bf16 units, so bf16 would be slower "
                                      "than fp32; use --precision=fp32, or --fallback=True to run fp32 wherever bf16 is missing")

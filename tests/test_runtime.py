@@ -93,7 +93,9 @@ def test_refusals_are_one_line(monkeypatch):
     with pytest.raises(runtime.RuntimeChoiceError, match="no bf16 units.*--fallback=True"):
         runtime.check("openvino", "bf16")
     assert runtime.check("openvino", "bf16", fallback=True) == "fp32"
-    assert runtime.check("torch", "bf16", cpu=False) == "bf16"  # on a GPU, the CPU's bf16 units do not matter
+    assert runtime.check("torch", "bf16", device="cuda") == "bf16"  # on a GPU, the CPU's bf16 units do not matter
+    with pytest.raises(runtime.RuntimeChoiceError, match="runs on the CPU at temperature 1.*--device=cuda"):
+        runtime.check("openvino", "fp32", device="cuda")
     real_import = builtins.__import__
 
     def no_openvino(name, *args, **kw):
