@@ -149,7 +149,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
 GRAY16_MODES = ("I;16", "I;16B", "I;16L", "I")  # PIL's 16-bit gray (and the 32-bit integer mode it opens some in)
 
 
-RGB16 = "colorgan_rgb16"  # img.info key of a 16-bit RGB TIFF's own pixels (PIL reads them as 8 bits)
+RGB16 = "colorgan_rgb16"  # img.info key of a 16-bit RGB TIFF's or PNG's own pixels (PIL reads them as 8 bits)
 TRANSPOSE = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.swapaxes(0, 1),
              6: lambda a: a.swapaxes(0, 1)[:, ::-1], 7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
              8: lambda a: a.swapaxes(0, 1)[::-1]}  # EXIF orientation -> the array upright, as ImageOps.exif_transpose
@@ -169,17 +169,32 @@ def deep16_to_l(pixels: torch.Tensor) -> torch.Tensor:
     return rgb_to_lab(pixels.permute(2, 0, 1)[None] / 65535)[:, :1]
 
 
-def _rgb16_tiff(src, img: Image.Image, orientation: int | None) -> np.ndarray | None:
-    """A 16-bit RGB TIFF's pixels, read with tifffile where PIL gave 8 bits, turned by its orientation as PIL turned the
-    8-bit picture (img, upright); None for any other file."""
-    if img.format != "TIFF" or img.mode != "RGB" or tuple(getattr(img, "tag_v2", {}).get(258, ())) != (16, 16, 16) \
-            or "icc_profile" in img.info:  # (a profile would convert the 8-bit pixels only: keep the two alike)
+def _rgb16(src, img: Image.Image, rawmode: str | None, orientation: int | None) -> np.ndarray | None:
+    """A 16-bit RGB TIFF's or PNG's pixels, where PIL gave 8 bits, turned by its orientation as PIL turned the 8-bit
+    picture (img, upright); None for any other file, and for one with an ICC profile (LittleCMS converts the 8-bit
+    pixels only: the two are kept alike)."""
+    if img.mode != "RGB" or "icc_profile" in img.info:
         return None
-    import tifffile
+    turn = TRANSPOSE.get(orientation, lambda a: a)
+    if img.format == "TIFF" and tuple(getattr(img, "tag_v2", {}).get(258, ())) == (16, 16, 16):
+        import tifffile
 
-    arr = tifffile.imread(io.BytesIO(src) if isinstance(src, bytes) else src)
-    arr = TRANSPOSE.get(orientation, lambda a: a)(arr)
+        arr = turn(tifffile.imread(io.BytesIO(src) if isinstance(src, bytes) else src))
+    elif img.format == "PNG" and rawmode == "RGB;16B":
+        # PIL's decoder keeps each big-endian sample's high byte; the same rows read as little-endian give the low one
+        low = _open(src)
+        low.tile = [low.tile[0]._replace(args="RGB;16L")]
+        arr = (np.asarray(img).astype(np.uint16) << 8) | turn(np.asarray(low))
+    else:
+        return None
     return np.ascontiguousarray(arr) if arr.dtype == np.uint16 and arr.shape == (img.height, img.width, 3) else None
+
+
+def _open(src: str | os.PathLike | bytes) -> Image.Image:
+    """PIL's lazy opening of a photo file, our own pixel limit deciding instead of PIL's warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(io.BytesIO(src) if isinstance(src, bytes) else src, formats=IMAGE_FORMATS)
 
 
 def as_rgb8(img: Image.Image) -> Image.Image:
@@ -190,14 +205,12 @@ def as_rgb8(img: Image.Image) -> Image.Image:
 def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pixels: int = MAX_PIXELS,
                keep_16bit: bool = False) -> Image.Image:
     """Open anything PIL reads as an upright 8-bit RGB (or RGBA) image; ImageError otherwise. keep_16bit keeps a 16-bit
-    photo's precision too (see deep16): a gray one in its own mode (I;16 or I), a 16-bit RGB TIFF's pixels beside the
-    8-bit picture."""
+    photo's precision too (see deep16): a gray one in its own mode (I;16 or I), a 16-bit RGB TIFF's or PNG's pixels beside
+    the 8-bit picture."""
     name = "<bytes>" if isinstance(src, bytes) else str(src)
     too_big = f"{name}: over the limit of {max_pixels:,} pixels (a decompression bomb?)"
     try:
-        with warnings.catch_warnings():  # our own limit decides, not PIL's warning
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src, formats=IMAGE_FORMATS)
+        img = _open(src)
         if img.width * img.height > max_pixels:
             raise ImageError(too_big)
         frames = getattr(img, "n_frames", 1)
@@ -205,9 +218,12 @@ def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pix
             raise ImageError(f"{name}: holds {frames} pages or frames; colorgan colorizes one picture a file (split it "
                              "first, e.g. with ImageMagick: convert in.tif page-%d.png)")
         turned = getattr(img, "tag_v2", {}).get(274)  # a TIFF's orientation: Pillow 13 applies it while loading
+        rawmode = img.tile[0].args if img.format == "PNG" and img.tile else None  # the decoder's (gone once loaded)
         img.load()
+        if img.format == "PNG":
+            turned = img.getexif().get(274)  # what exif_transpose turns the picture by
         ImageOps.exif_transpose(img, in_place=True)  # in place: a 12 MP photo is not copied
-        rgb16 = _rgb16_tiff(src, img, turned) if keep_16bit else None
+        rgb16 = _rgb16(src, img, rawmode, turned) if keep_16bit else None
     except ImageError:
         raise
     except FileNotFoundError:

@@ -372,3 +372,57 @@ def test_a_16_bit_rgb_tiff_comes_back_in_16_bits_upright(colorize, tmp_path, ori
     assert inside.mean() > 0.5 and np.abs(L_out - L_in)[inside].mean() < 0.3  # the same picture, the same way up
     deep = np.rot90(rgb, {1: 0, 3: 2, 6: -1, 8: 1}[orientation])  # the 16-bit original, turned as its tag says
     assert np.abs(L_out - color.rgb2lab(deep)[..., 0])[inside].mean() < 0.02  # and its L from all 16 bits
+
+
+ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]  # x0 y0 dx dy
+
+
+def png16(rgb: np.ndarray, interlace: bool, orientation: int) -> bytes:
+    """A 16-bit RGB PNG encoded here, not by data.png_bytes: rows cycle through all five of PNG's filters, Adam7
+    interlacing if asked, the orientation in an eXIf chunk."""
+    def rows(a: np.ndarray) -> bytes:
+        a = a.astype(">u2").view(np.uint8).reshape(a.shape[0], -1).astype(int)
+        out = []
+        for y, raw in enumerate(a):
+            up = a[y - 1] if y else np.zeros_like(raw)
+            left, up_left = (np.concatenate([np.zeros(6, int), v[:-6]]) for v in (raw, up))  # 6 bytes a pixel
+            p = left + up - up_left
+            paeth = np.where((abs(p - left) <= abs(p - up)) & (abs(p - left) <= abs(p - up_left)), left,
+                             np.where(abs(p - up) <= abs(p - up_left), up, up_left))
+            kind = y % 5
+            predicted = [0, left, up, (left + up) // 2, paeth][kind]
+            out.append(bytes([kind]) + ((raw - predicted) % 256).astype(np.uint8).tobytes())
+        return b"".join(out)
+
+    passes = [rgb[y0::dy, x0::dx] for x0, y0, dx, dy in ADAM7] if interlace else [rgb]
+    pixels = b"".join(rows(p) for p in passes if p.size)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    exif = Image.Exif()
+    exif[274] = orientation
+    header = rgb.shape[1].to_bytes(4, "big") + rgb.shape[0].to_bytes(4, "big") + bytes([16, 2, 0, 0, int(interlace)])
+    return b"".join([b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", header), chunk(b"eXIf", exif.tobytes().removeprefix(b"Exif\0\0")),
+                     chunk(b"IDAT", zlib.compress(pixels)), chunk(b"IEND", b"")])
+
+
+@pytest.mark.parametrize("interlace,orientation", [(False, 1), (True, 6)])
+def test_a_16_bit_rgb_png_is_read_in_all_its_bits_and_comes_back_in_16(colorize, tmp_path, interlace, orientation):
+    from skimage import color
+
+    y, x = np.mgrid[0:45, 0:70] / 70
+    smooth = np.stack([0.2 + 0.6 * x, 0.25 + 0.5 * y, 0.3 + 0.4 * x * y], -1) * 65535
+    rgb = (smooth + np.random.default_rng(0).integers(0, 256, smooth.shape)).round().astype(np.uint16)  # every low bit
+    (tmp_path / "scan.png").write_bytes(png16(rgb, interlace, orientation))
+    upright = np.rot90(rgb, {1: 0, 6: -1}[orientation])
+    img = data.load_image(tmp_path / "scan.png", keep_16bit=True)
+    assert np.array_equal(np.asarray(img), upright >> 8)  # PIL's own 8-bit reading: the encoder above is a PNG
+    assert np.array_equal(data.deep16(img), upright)  # all 16 bits, the same way up
+    code, err = colorize(tmp_path / "scan.png", tmp_path / "out.png", SMALL)
+    assert code == 0, err
+    out = read_png16(tmp_path / "out.png")
+    assert out.shape == upright.shape and len(np.unique(out[..., 0])) > 1000
+    inside = (out > 0).all(-1) & (out < 65535).all(-1)
+    L_in, L_out = color.rgb2lab(upright / 65535)[..., 0], color.rgb2lab(out / 65535)[..., 0]
+    assert inside.mean() > 0.5 and np.abs(L_out - L_in)[inside].mean() < 0.02  # L from all 16 bits
