@@ -197,6 +197,14 @@ def _open(src: str | os.PathLike | bytes) -> Image.Image:
         return Image.open(io.BytesIO(src) if isinstance(src, bytes) else src, formats=IMAGE_FORMATS)
 
 
+def displayed_size(src: str | os.PathLike) -> tuple[int, int]:
+    """A photo's (width, height) as load_image gives it (its orientation applied), from the header; OSError,
+    UnidentifiedImageError or ValueError when it cannot be read."""
+    with _open(src) as img:
+        turned = img.format != "TIFF" and img.getexif().get(274) in (5, 6, 7, 8)  # Pillow 13 turns a TIFF's size itself
+        return (img.height, img.width) if turned else img.size
+
+
 def as_rgb8(img: Image.Image) -> Image.Image:
     """The 8-bit RGB picture of a photo load_image gave (a 16-bit gray one scaled to 8 bits, not clipped)."""
     return img if img.mode == "RGB" else (_to_8bit(img) if img.mode in GRAY16_MODES else img).convert("RGB")

@@ -129,9 +129,7 @@ def check(h: Hints, width: int, height: int) -> None:
 def displayed_size(photo: Path) -> tuple[int, int]:
     """A photo's width and height as displayed (EXIF orientation applied), from its header only."""
     try:
-        with Image.open(photo) as img:
-            w, h = img.size
-            return (h, w) if img.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)
+        return data.displayed_size(photo)
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise HintError(f"{photo}: cannot read its size ({e})") from None
 

@@ -214,12 +214,15 @@ def test_points_outside_the_photo_and_layers_without_hints_are_refused(tmp_path)
         hints.read(tmp_path / "clear.png")
 
 
-def test_displayed_size_follows_exif_orientation(tmp_path):
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".tif"])
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_displayed_size_follows_the_orientation_as_loading_does(tmp_path, suffix, orientation):
     img = Image.new("RGB", (40, 20))
     exif = img.getexif()
-    exif[0x0112] = 6  # rotated 90 degrees: displayed 20 wide, 40 high
-    img.save(tmp_path / "r.jpg", exif=exif)
-    assert hints.displayed_size(tmp_path / "r.jpg") == (20, 40) == data.load_image(tmp_path / "r.jpg").size
+    exif[0x0112] = orientation  # 6 and 8: turned 90 degrees, displayed 20 wide and 40 high
+    img.save(tmp_path / f"r{suffix}", exif=exif)  # a TIFF keeps it as its own orientation tag
+    expected = (20, 40) if orientation in (6, 8) else (40, 20)
+    assert hints.displayed_size(tmp_path / f"r{suffix}") == expected == data.load_image(tmp_path / f"r{suffix}").size
 
 
 # ----------------------------------------------------------------------------- simulated hints
