@@ -15,7 +15,7 @@ import configurator
 import hints as hint_files
 import models
 import runtime as runtimes
-from data import  ImageError, lab_to_rgb, load_image, png_bytes, uint8_to_l
+from data import ImageError, lab_to_rgb, load_image, png_bytes, uint8_to_l
 
 # -----------------------------------------------------------------------------
 baseline = "eccv16"  # middle column's model spec ("" hides it)
@@ -165,7 +165,8 @@ if hint_spec:
             st.color_picker(f"Hint at ({h['x']:.0f}, {h['y']:.0f})", key=f"color{h['id']}")
             row = st.columns(5)
             if h is st.session_state.hints[-1] and "suggested" not in h:  # the newest hint's, once: one more model run
-                h["suggested"] = suggested(getattr(generator(hint_spec, device), "source", generator(hint_spec, device)), photo, h)
+                G = generator(hint_spec, device)
+                h["suggested"] = suggested(getattr(G, "source", G), photo, h)  # the PyTorch model: its class head
             for j, (col, color) in enumerate(zip(row, h.get("suggested", []))):
                 # a swatch of the colour above its button (a button's own label cannot take an arbitrary colour)
                 col.markdown(f'<div title="{color}" style="background:{color};height:1.2em;border-radius:4px;'

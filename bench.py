@@ -450,13 +450,18 @@ def bench_video() -> None:
 COMBOS = [("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")]
 
 
+def held_out_split() -> tuple[list[Path], list[Path]]:
+    """--photos as the training scripts split a folder without a validation split: (every 20th, the rest), so that a
+    model trained here with --dataset=--photos is measured on photos it never saw, and int8 calibrates on others."""
+    held = [f for i, f in enumerate(files) if i % data.HELD_OUT_EVERY == data.HELD_OUT_EVERY - 1]
+    return held, [f for f in files if f not in held]
+
+
 def bench_runtime() -> None:
     """7. each runtime and precision beside torch fp32 (the exact path), in one run: latency and colour cost."""
     os.environ["COLORGAN_CACHE"] = str(tmp / "cache")  # a fresh cache: first starts are first starts
-    # held out as the training scripts hold out a folder without a validation split (every 20th), so that a model
-    # trained here with --dataset=--photos is measured on photos it never saw; int8 calibrates on others
-    held_out = [f for i, f in enumerate(files) if i % data.HELD_OUT_EVERY == data.HELD_OUT_EVERY - 1][:48]
-    calib = [f for f in files if f not in held_out][:calibration_images]
+    held_out, rest = held_out_split()
+    held_out, calib = held_out[:48], rest[:calibration_images]
     truth = torch.stack([models.small_copy(load_image(p)) for p in held_out])
     L, ab = uint8_to_lab(truth)
     rgb_true = lab_to_rgb(torch.cat([L, ab], 1))
@@ -498,7 +503,7 @@ def bench_runtime() -> None:
 def bench_jobs() -> None:
     """8. the jobs under each runtime and precision (ECCV16, the default model): a folder of 1-12 MP photos, a clip."""
     os.environ["COLORGAN_CACHE"] = str(tmp / "cache")
-    calib = [f for i, f in enumerate(files) if i % data.HELD_OUT_EVERY != data.HELD_OUT_EVERY - 1][:calibration_images]
+    calib = held_out_split()[1][:calibration_images]
     G = models.load_generator(weights or "scratch")
     paths = folder_photos(16)
     clip = make_clip(24 if quick else 96)

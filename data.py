@@ -248,7 +248,7 @@ def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pix
     if keep_16bit and img.mode in GRAY16_MODES and np.asarray(img).max() > 255:  # (values up to 255: 8-bit data)
         img.info = info
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if img.mode in GRAY16_MODES or img.mode == "F":
         img = _to_8bit(img)
     has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
     mode = "RGBA" if keep_alpha and has_alpha else "RGB"

@@ -121,7 +121,7 @@ except runtimes.RuntimeChoiceError as e:
     fail(str(e))
 if precision == "int8" and not (calibration and Path(calibration).is_dir()):
     fail("--precision=int8 needs --calibration=FOLDER: photos other than the evaluated ones, so the cost is not flattered")
-labels = models.spec_labels(ckpt)
+model_labels = models.spec_labels(ckpt)
 
 from accelerate import Accelerator  # heavy: after the refusals
 from accelerate.utils import gather_object
@@ -142,7 +142,7 @@ except (DataError, models.ModelError, losses.VGGError, metrics.MetricError, runt
 # one column per (model, hint count); a model without a hint input gets one column whatever the counts
 columns = [(j, n) for j, G in enumerate(generators) for n in (counts if counts and G.takes_hints else [None])]
 spec_of = [ckpt[j] for j, _ in columns]
-labels = [labels[j] + ("" if n is None else f"@{n}") for j, n in columns]
+labels = [model_labels[j] + ("" if n is None else f"@{n}") for j, n in columns]
 for j, G in enumerate(generators):
     if counts and not G.takes_hints:
         print(f"evaluate.py: {ckpt[j]} has no hint input (ECCV16): one column, without hints", file=sys.stderr)
@@ -257,7 +257,7 @@ if grid:
     L, ab = uint8_to_lab(torch.stack(shown).to(device))
     with torch.no_grad():
         preds = [G(L, temperature=temperature) for G in generators]
-    figure(colorization_grid(L, preds, ab), ["gray input", *models.spec_labels(ckpt), "ground truth"]).save(grid)
+    figure(colorization_grid(L, preds, ab), ["gray input", *model_labels, "ground truth"]).save(grid)
 if save_outputs:
     print(f"evaluate.py: {n_used} predictions per model and the ground truths in {save_outputs}/"
           f"{{{','.join(d.name for d in out_dirs)}}}", file=sys.stderr)

@@ -172,8 +172,8 @@ def _convert(G: nn.Module, size: int):
 
 
 def _quantize(model, G: nn.Module, calibration: Iterable[torch.Tensor], count: int):
-    """NNCF post-training int8 of model, calibrated on uint8 RGB copies (N,3,s,s) (SIGGRAPH17: with hints simulated from
-    their own colours, as it is used)."""
+    """NNCF post-training int8 of model, calibrated on uint8 RGB copies (N,3,s,s), at most count of them (SIGGRAPH17: with
+    hints simulated from their own colours, as it is used)."""
     import nncf
 
     items = []
@@ -182,15 +182,11 @@ def _quantize(model, G: nn.Module, calibration: Iterable[torch.Tensor], count: i
         for rgb in calibration:
             L, ab = data.uint8_to_lab(rgb)
             for i in range(len(rgb)):
-                if len(items) == count:
-                    break
                 item = [L[i:i + 1].numpy()]
                 if G.takes_hints:
                     item.append(hints.simulate(ab[i:i + 1], g).numpy())
                 items.append(item)
                 bar.update()
-            if len(items) == count:
-                break
     if not items:
         raise RuntimeChoiceError("--precision=int8: no photos to calibrate on (give --calibration=FOLDER of photos)")
     return nncf.quantize(model, nncf.Dataset(items), preset=nncf.QuantizationPreset.MIXED, subset_size=len(items))

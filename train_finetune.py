@@ -106,11 +106,11 @@ def state_dict() -> dict:
     return {"generator": G_own.state_dict(), "opt": opt.state_dict(), "hint_rng": hint_rng.get_state()}
 
 
+regression = losses.huber_ab if loss == "huber" else losses.mse_ab
 with training.refusals(SCRIPT):  # 16 undecodable photos in a row: the data is broken, not one file
     for rgb in run.batches(epochs, max_steps, lambda: run.validate(G), state_dict):
         L, ab = uint8_to_lab(rgb)
         weight = has_chroma(ab).float()  # Zhang et al.: gray photos teach nothing about colour
-        regression = losses.huber_ab if loss == "huber" else losses.mse_ab
         with run.accelerator.autocast():
             if G_own.takes_hints:  # hints drawn from the truth
                 given = hints.simulate(ab, hint_rng, hint_p_stop, gaussian=hint_centres == "gaussian")

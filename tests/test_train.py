@@ -373,7 +373,6 @@ def test_siggraph17_trains_on_hints_from_the_truth_and_resumes_exactly(script, s
     assert code == 1 and "is a siggraph17 model, not eccv16" in err
 
 
-
 def test_the_gan_stage_trains_a_siggraph17_generator_with_hints(script, split_photos, tmp_path, monkeypatch, siggraph_weights):
     calls = []
     forward = models.SIGGRAPH17Generator.forward
