@@ -10,10 +10,13 @@ from pathlib import Path
 
 import streamlit as st
 import torch
+from PIL import ImageDraw
 
 import configurator
 import hints as hint_files
+import losses
 import models
+import reference as references
 import runtime as runtimes
 from data import ImageError, lab_to_rgb, load_image, png_bytes, uint8_to_l
 
@@ -22,15 +25,21 @@ baseline = "eccv16"  # middle column's model spec ("" hides it)
 ckpt = "runs/gan/ckpt.pt"  # right column's model spec ("" hides it)
 max_pixels = 50_000_000  # refuse larger images (decompression bombs)
 device = "auto"  # auto, cpu or cuda
-runtime = "torch"  # torch (exact) or openvino (CPU: with bf16 or int8, 2-4x faster; see the README for the colour cost)
-precision = "fp32"  # fp32, bf16 or int8 (openvino; with --calibration=FOLDER of photos)
+runtime = "auto"  # auto (the fastest on this CPU, as colorize.py), torch (exact) or openvino (CPU; the README's Speed)
+precision = "auto"  # auto, fp32, bf16 or int8 (openvino; with --calibration=FOLDER of photos; no hints)
 calibration = ""  # int8: a folder of photos to calibrate on (once per model: the result is cached)
+vgg_weights = "imagenet"  # a reference photo's matching (reference.py): imagenet (downloaded once), random or a file
 # -----------------------------------------------------------------------------
 st.set_page_config(page_title="colorgan", layout="wide")
 try:
     config, _ = configurator.configure(globals())
+    if vgg_weights not in ("imagenet", "random") and not Path(vgg_weights).is_file():
+        raise SystemExit(f"app.py: --vgg_weights={vgg_weights}: use imagenet, random or a VGG19 weights file")
     if device not in ("auto", "cpu", "cuda"):
         raise SystemExit(f"app.py: --device must be auto, cpu or cuda, not {device!r}")
+    runtime, precision, chosen = runtimes.choose(runtime, precision, device)
+    if chosen:
+        print(chosen.replace("colorgan:", "app.py:"), file=sys.stderr)
     try:
         precision = runtimes.check(runtime, precision, device=device)
     except runtimes.RuntimeChoiceError as e:
@@ -52,6 +61,8 @@ def loaded(spec: str, device: str) -> tuple[object, str | None]:
     not tried again, with its download timeouts, at every click."""
     try:
         G = models.load_generator(spec, device)
+        if precision == "int8" and G.takes_hints:
+            return None, f"{spec}: --precision=int8 loses hints (the README's Speed): run the app with --precision=bf16 or fp32"
         return runtimes.prepare(G, runtime, precision, 256, runtimes.calibration_photos(calibration), spec=spec), None
     except (models.ModelError, runtimes.RuntimeChoiceError) as e:
         return None, str(e)
@@ -89,6 +100,35 @@ def suggested(G, photo, h: dict) -> list[str]:
     return list(dict.fromkeys(to_hex((rgb * 255).round().tolist()) for rgb in lab_to_rgb(lab)[0, :, 0].T))  # out of gamut: some alike
 
 
+def with_markers(img):
+    """The picture to click on: RGB (JPEG holds no alpha), a ring at each hint, filled with its colour."""
+    shown = img.convert("RGB")
+    draw = ImageDraw.Draw(shown)
+    r = max(4, max(shown.size) // 80)
+    for h in st.session_state.hints:
+        box = (h["x"] - r, h["y"] - r, h["x"] + r, h["y"] + r)
+        draw.ellipse(box, fill=h["color"], outline="white", width=max(1, r // 3))
+        draw.ellipse((box[0] - 1, box[1] - 1, box[2] + 1, box[3] + 1), outline="black")
+    return shown
+
+
+@st.cache_resource
+def matcher(weights: str):
+    """The reference matching's VGG19, loaded at the first reference photo."""
+    return references.Matcher(weights).to(device)
+
+
+def add_reference(raw: bytes, name: str) -> None:
+    """A reference photo's hints (reference.py's matching and rule, as colorize.py --reference) as this session's hints,
+    in place of an earlier reference's; each can then be moved, recoloured or deleted."""
+    ref = references.load(raw, max_pixels=max_pixels, name=name)
+    L = uint8_to_l(models.small_copy(photo)[None])
+    found = references.points(matcher(vgg_weights), ref, L.cpu(), *photo.size)
+    st.session_state.hints = [h for h in st.session_state.hints if not h.get("from_reference")]
+    for p in found:
+        add_hint(p.x, p.y, to_hex(p.rgb), from_reference=True)
+
+
 def as_gray(img):
     """The photo's CIELAB L alone, as RGB (alpha kept): what the models see; painted in bands, as the colour is, so a
     large upload costs no full-size float copy."""
@@ -120,14 +160,15 @@ stem = Path(upload.name).stem
 hint_spec = next((s for s in (ckpt, baseline) if s and s not in broken and generator(s, device).takes_hints), None)
 photo_id = f"{upload.name}:{upload.size}"
 if st.session_state.get("photo") != photo_id:  # a new photo starts without hints
-    st.session_state.update(photo=photo_id, hints=[], next_id=0, clicked=None)
+    st.session_state.update(photo=photo_id, hints=[], next_id=0, clicked=st.session_state.get("click"),  # the last photo's click is no hint
+                            reference=None)
 hint_size = max(1, round(max(photo.size) * hint_files.DEFAULT_SIZE / 256))
 
 
-def add_hint(x: float, y: float) -> None:
-    """A hint at (x, y), coloured as the model colours it there now."""
-    color = to_hex(st.session_state.result.getpixel((int(x), int(y)))) if "result" in st.session_state else "#808080"
-    st.session_state.hints.append({"id": st.session_state.next_id, "x": x, "y": y, "color": color})
+def add_hint(x: float, y: float, color: str = "", **marks) -> None:
+    """A hint at (x, y), coloured color or as the model colours it there now."""
+    color = color or (to_hex(st.session_state.result.getpixel((int(x), int(y)))) if "result" in st.session_state else "#808080")
+    st.session_state.hints.append({"id": st.session_state.next_id, "x": x, "y": y, "color": color, **marks})
     st.session_state[f"color{st.session_state.next_id}"] = color
     st.session_state.next_id += 1
 
@@ -159,6 +200,14 @@ if hint_spec:
         st.number_input("x", 0, photo.width - 1, photo.width // 2, key="hint_x")
         st.number_input("y", 0, photo.height - 1, photo.height // 2, key="hint_y")
         st.button("Add hint", on_click=lambda: add_hint(st.session_state.hint_x, st.session_state.hint_y))  # values at the click
+        ref_upload = st.file_uploader("A reference photo: its colours become hints where its content matches this photo's",
+                                      type=["jpg", "jpeg", "png", "webp"], key="reference_upload")
+        if ref_upload is not None and st.session_state.reference != f"{ref_upload.name}:{ref_upload.size}":
+            try:
+                add_reference(ref_upload.getvalue(), ref_upload.name)
+                st.session_state.reference = f"{ref_upload.name}:{ref_upload.size}"
+            except (references.ReferenceError, losses.VGGError) as e:
+                st.error(str(e))
         hint_size = st.slider("Hint size (pixels of the photo)", 1, max(2, max(photo.size) // 8), hint_size)
         for h in list(st.session_state.hints):
             h["color"] = st.session_state.get(f"color{h['id']}", h["color"])
@@ -178,7 +227,8 @@ if hint_spec:
             st.button("Clear hints", on_click=remove_hints)
             points = [{"x": round(h["x"], 1), "y": round(h["y"], 1), "color": h["color"], "size": hint_size}
                       for h in st.session_state.hints]
-            st.download_button("Download hints (JSON for colorize.py --hints)", hint_files.to_json(points),
+            reference_name = (st.session_state.reference or "").rsplit(":", 1)[0]  # beside the JSON, as colorize.py reads it
+            st.download_button("Download hints (JSON for colorize.py --hints)", hint_files.to_json(points, reference_name),
                                f"{stem}.hints.json", "application/json")
 names = models.spec_labels([baseline, ckpt])  # two models called ckpt.pt get two captions and two file names
 panels = [("Input (gray)", None, "gray"), (f"Baseline: {names[0]}", baseline, names[0]), (f"GAN: {names[1]}", ckpt, names[1])]
@@ -195,7 +245,7 @@ for i, (column, (title, spec, name)) in enumerate(zip(st.columns(3), panels)):
             from streamlit_image_coordinates import streamlit_image_coordinates
 
             st.session_state.result = img
-            streamlit_image_coordinates(img, key="click", width="stretch", image_format="JPEG", jpeg_quality=90)
+            streamlit_image_coordinates(with_markers(img), key="click", width="stretch", image_format="JPEG", jpeg_quality=90)
             n = len(st.session_state.hints)
             st.caption(f"{title}: {n} hint{'' if n == 1 else 's'} (click to add one)")
         else:

@@ -9,6 +9,12 @@
 7. runtime: each --runtime/--precision beside torch fp32: model latency at 256 (ECCV16 and SIGGRAPH17) and what each
    costs in colour (ab error, PSNR, colourfulness) on held-out photos
 8. jobs: the folder and video jobs' throughput under each runtime and precision
+9. size: the model at 224 and 192 instead of 256: latency and colour (the lever where no precision is faster)
+10. reference: a reference photo's matching per photo beside the SIGGRAPH17 forward, and its once-per-job side
+
+Every figure is for this CPU's class (printed first, and in the JSON): AVX2, AVX-512 VNNI, AVX512-BF16 or AMX differ
+by 2-4x in what each runtime and precision gains. ONEDNN_MAX_CPU_ISA=AVX2 caps torch's and OpenVINO's kernels to an
+older class on a newer CPU (runtime.cpu_class then names the capped class).
 """
 
 import atexit
@@ -33,6 +39,7 @@ import losses
 import media
 import metrics
 import models
+import reference
 import runtime
 import training
 import video
@@ -47,13 +54,16 @@ weights = ""  # release-format weights for inference ('' = random weights: the s
 siggraph_weights = ""  # SIGGRAPH17 weights for the runtime section ('' = random weights)
 calibration_images = runtime.CALIBRATION_IMAGES  # runtime: int8 calibration photos (taken after the held-out ones)
 num_workers = 2  # DataLoader workers for the data benchmark
-sections = "data,train,eval,infer,folder,video,runtime,jobs"  # which benchmarks to run
+sections = "data,train,eval,infer,folder,video,runtime,jobs,size,reference"  # which benchmarks to run
 # -----------------------------------------------------------------------------
 config, _ = configurator.configure(globals())
 device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 on_cuda = device == "cuda"
+cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "")  # a CPU class emulated on a larger one: every kernel capped to it
 results: dict = {"device": torch.cuda.get_device_name() if on_cuda else f"cpu ({os.cpu_count()} cores)", "torch": torch.__version__,
+                 "cpu": runtime.cpu_name(), "cpu_class": runtime.cpu_class() + (f" (ONEDNN_MAX_CPU_ISA={cap})" if cap else ""),
                  "quick": quick}
+print(f"bench.py: {results['device']}, {results['cpu']}, CPU class {results['cpu_class']}, torch {torch.__version__}", flush=True)
 
 
 def sync() -> None:
@@ -500,6 +510,54 @@ def bench_runtime() -> None:
                     report("runtime", f"{tag}: delta-CF change vs fp32", dcf - base[n][1], "")
 
 
+def bench_size() -> None:
+    """9. the model at 224 or 192 instead of 256 (torch fp32, batch 1; the lever on a CPU with no faster precision):
+    latency, and the colour against 256's and against the truth on held-out photos (ab upsampled as colorize.py does)."""
+    held_out = held_out_split()[0][:48]
+    truth = torch.stack([models.small_copy(load_image(p)) for p in held_out])
+    L, ab = uint8_to_lab(truth)
+    rgb_true = lab_to_rgb(torch.cat([L, ab], 1))
+    for arch, spec in (("eccv16", weights), ("siggraph17", siggraph_weights)):
+        G = models.load_generator(spec or "scratch", arch=arch)
+        full = None
+        for size in (256, 224, 192):
+            small = torch.nn.functional.interpolate(truth.float(), size=(size, size), mode="bilinear", antialias=True,
+                                                    align_corners=False).round().clamp(0, 255).to(torch.uint8)
+            L_small = data.uint8_to_l(small)
+            with torch.no_grad():
+                ms = 1000 * median_time(lambda: G(L_small[:1]), 8, warmup=2)
+                pred = torch.cat([G(L_small[i:i + 8]) for i in range(0, len(L), 8)])
+            pred = torch.nn.functional.interpolate(pred, size=(256, 256), mode="bilinear", align_corners=False)
+            rgb = lab_to_rgb(torch.cat([L, pred], 1))
+            full = full if full is not None else (ms, pred, losses.psnr(rgb, rgb_true).mean().item(),
+                                                 losses.colorfulness(rgb).mean().item())
+            name = f"{arch} torch fp32 at {size}x{size}"
+            report("size", f"{name}: batch 1", ms, "ms")
+            report("size", f"{name}: speed-up vs 256", full[0] / ms, "x")
+            report("size", f"{name}: ab error vs 256's, mean", (pred - full[1]).abs().mean(), "Lab")
+            report("size", f"{name}: PSNR change vs 256", losses.psnr(rgb, rgb_true).mean().item() - full[2], "dB")
+            report("size", f"{name}: colourfulness change vs 256", losses.colorfulness(rgb).mean().item() - full[3], "")
+
+
+def bench_reference() -> None:
+    """10. a reference photo's cost per photo at 256 (VGG19 features, the warp, the hint rule) beside the SIGGRAPH17
+    forward it serves, and the reference's own side, paid once per job. VGG19's weights do not change the compute."""
+    G = models.load_generator(siggraph_weights or "scratch", arch="siggraph17")
+    matcher = reference.Matcher("random")
+    photo = load_image(files[0])
+    L = data.uint8_to_l(models.small_copy(photo)[None])
+    ref = reference.load(files[1])
+    with torch.no_grad():
+        model = 1000 * median_time(lambda: G(L, torch.zeros(1, 3, 256, 256)), 5, warmup=1)
+        once = 1000 * median_time(lambda: matcher.features(ref.L), 5, warmup=1)
+        ref.features = matcher.features(ref.L)
+        per_photo = 1000 * median_time(lambda: reference.points(matcher, ref, L, *photo.size), 5, warmup=1)
+    report("reference", "SIGGRAPH17 forward, 256x256 batch 1", model, "ms")
+    report("reference", "matching per photo (features, warp, hint rule)", per_photo, "ms")
+    report("reference", "matching per photo / forward", per_photo / model, "x")
+    report("reference", "the reference's features, once per job", once, "ms")
+
+
 def bench_jobs() -> None:
     """8. the jobs under each runtime and precision (ECCV16, the default model): a folder of 1-12 MP photos, a clip."""
     os.environ["COLORGAN_CACHE"] = str(tmp / "cache")
@@ -529,7 +587,8 @@ def bench_jobs() -> None:
 
 
 SECTIONS = {"data": bench_data, "train": bench_train, "eval": bench_eval, "infer": bench_infer, "folder": bench_folder,
-            "video": bench_video, "runtime": bench_runtime, "jobs": bench_jobs}
+            "video": bench_video, "runtime": bench_runtime, "jobs": bench_jobs, "size": bench_size,
+            "reference": bench_reference}
 for name in sections.split(","):
     if name not in SECTIONS:
         sys.exit(f"bench.py: unknown section {name!r} (use some of {','.join(SECTIONS)})")

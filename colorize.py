@@ -6,15 +6,18 @@
   python colorize.py in.jpg out.png --ckpt=siggraph17 --hints=hints.json    colour where you say (or --hints=layer.png)
 
 A SIGGRAPH17 model takes hints: --hints for one photo (JSON points or a painted RGBA layer, see hints.py); in a folder
-job, photo.hints.json beside photo.jpg.
+job, photo.hints.json beside photo.jpg. --reference=ref.jpg (or "reference" in a hint file) colours photos like a
+colour photo: matched and given as hints to a SIGGRAPH17 model, transferred globally for an ECCV16 model (reference.py).
 
 The model sees a 256x256 copy; its ab is upsampled onto the photo's own full-resolution L. Outputs are written
 under a temp name and renamed; an existing output is never replaced unless --overwrite=True. Under
 `accelerate launch` (or torchrun) the files are shared among the processes, each writing its own.
 """
 
+import dataclasses
 import gc
 import os
+from pathlib import Path
 import shlex
 import signal
 import sys
@@ -26,8 +29,10 @@ from tqdm import tqdm  # noqa: E402
 import configurator  # noqa: E402
 import data  # noqa: E402
 import hints as hint_files  # noqa: E402
+import losses  # noqa: E402
 import media  # noqa: E402
 import models  # noqa: E402
+import reference as references  # noqa: E402
 import runtime as runtimes  # noqa: E402
 import video  # noqa: E402
 
@@ -37,11 +42,17 @@ gc.enable()
 # -----------------------------------------------------------------------------
 ckpt = "eccv16"  # model: eccv16 or siggraph17 (official weights, downloaded once), .pth/.safetensors, ckpt.pt, folder, hf:OWNER/NAME
 hints = ""  # SIGGRAPH17 models: hints for one photo, a .json of points or a painted RGBA .png (folders: NAME.hints.json)
+reference = ""  # a colour photo whose colours the photos take (SIGGRAPH17: matched, as hints; ECCV16: a global transfer)
+reference_threshold = references.THRESHOLD  # a cell of the photo whose match confidence reaches this becomes a hint
+reference_top_k = references.TOP_K  # and the k most confident cells always do (0: only the threshold decides)
+reference_temperature = references.TEMPERATURE  # softmax temperature of the matching (lower: each cell takes one match)
+reference_layers = ",".join(references.DEFAULT_LAYERS)  # VGG19 layers matched: some of relu3_2, relu4_2, relu5_2
+vgg_weights = "imagenet"  # the matching's VGG19: imagenet (torchvision's, downloaded once, hash-checked), random or a file
 size = 256  # the model's input size (the release uses 256)
 temperature = 1.0  # annealed-mean temperature in (0, 1]: 1 is the release's mean, 0.38 the paper's (more saturated)
 device = "auto"  # auto, cpu, cuda, cuda:N or mps
-runtime = "torch"  # torch (the exact path) or openvino (CPU; pip install openvino, and nncf for int8)
-precision = "fp32"  # fp32 (exact), bf16 (the CPU's bf16 units) or int8 (openvino, NNCF-calibrated): see the README's costs
+runtime = "auto"  # auto (the fastest here, said in one line), torch (the exact path) or openvino (CPU; pip install openvino)
+precision = "auto"  # auto, fp32 (exact), bf16 (the CPU's bf16 units) or int8 (openvino, NNCF-calibrated): the README's Speed
 calibration = ""  # int8: a folder of photos to calibrate on ('' = the job's own photos); cached per model, so once
 calibration_images = runtimes.CALIBRATION_IMAGES  # int8: how many photos calibrate
 fallback = False  # bf16 on a CPU without bf16 units: run fp32 (with a note) instead of refusing
@@ -91,8 +102,15 @@ if format and format not in media.FORMATS:
     fail(f"--format={format}: use one of {', '.join(media.FORMATS)}")
 if not 0 <= temporal < 1:
     fail(f"--temporal={temporal}: must be in [0, 1)")
+if reference_temperature <= 0 or reference_top_k < 0 or not reference_threshold <= 1:
+    fail("--reference_temperature must be positive, --reference_top_k at least 0 and --reference_threshold at most 1")
+if set(reference_layers.split(",")) - set(references.LAYERS):
+    fail(f"--reference_layers={reference_layers}: use some of {','.join(references.LAYERS)}")
+if vgg_weights not in ("imagenet", "random") and not os.path.isfile(vgg_weights):
+    fail(f"--vgg_weights={vgg_weights}: use imagenet, random or a VGG19 weights file")
 if overwrite and skip_existing:
     fail("--overwrite=True and --skip_existing=True contradict each other")
+runtime, precision, chosen = runtimes.choose(runtime, precision, device, temperature)
 try:
     precision = runtimes.check(runtime, precision, fallback, device, temperature)
 except runtimes.RuntimeChoiceError as e:
@@ -106,7 +124,7 @@ except media.PlanError as e:
 rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 jobs = jobs[rank::world]  # each process its own files (checked below): none written twice, on one machine or several
 planned = jobs  # this process's whole share, counted when a stop says how far the job got
-existing = [dst for _, dst in jobs if dst.exists()]
+existing = [dst for _, dst in jobs if dst.exists() and not (skip_existing and dst.is_file() and dst.stat().st_size == 0)]
 if existing and not overwrite:
     if not skip_existing:
         fail(f"{existing[0]}{f' and {len(existing) - 1} more outputs already exist' if len(existing) > 1 else ' already exists'}: "
@@ -116,68 +134,129 @@ if existing and not overwrite:
     print(f"colorize.py: {len(existing)} outputs exist, {len(jobs)} to do", file=sys.stderr)
 for note in notes:
     print(f"colorize.py: {note}", file=sys.stderr)
+for folder in sorted({dst.parent for _, dst in jobs}):  # an unwritable output folder is found now, not after the work
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+        fail(f"{folder}: cannot write {'there' if folder.is_dir() else 'under it (not a folder)'}: nothing was done")
+failed = []  # one line for each file that could not be done; the job goes on with the others
+refused = set()  # photos whose sidecar cannot be used
 hints_for = {}  # photo -> its hints, each file read and checked before the weights load
+given = Path(reference).expanduser() if reference else None
+guide = references.Guide(None, reference_threshold, reference_top_k, size, max_pixels)  # each reference read once
 try:
+    if reference and any(src.suffix.lower() in video.VIDEO_SUFFIXES for src, _ in jobs):
+        fail(f"--reference={reference}: references for videos are not supported yet (photos only)")
     if hints:
         if len(paths) != 2 or os.path.isdir(paths[0]):
             fail(f"--hints={hints}: hints are for one photo (in a folder job, put NAME.hints.json beside each photo)")
         if paths[0].lower().endswith(tuple(video.VIDEO_SUFFIXES)):
             fail(f"--hints={hints}: hints for videos are not supported yet (a photo only)")
-        if ckpt == "eccv16":
+        if ckpt == "eccv16" and not reference:
             fail(f"--hints={hints}: eccv16 has no hint input; use --ckpt=siggraph17 or a model trained with --arch=siggraph17")
         hints_for = {src: hint_files.read(hints) for src, _ in jobs}  # none when --skip_existing found it done
-    else:
-        hints_for = {src: hint_files.read(hint_files.sidecar(src)) for src, _ in jobs if hint_files.sidecar(src).is_file()}
-    for src, h in hints_for.items():
-        hint_files.check(h, *hint_files.displayed_size(src))
-except hint_files.HintError as e:
+        for src, h in hints_for.items():
+            hint_files.check(h, *hint_files.displayed_size(src), size)
+            hints_for[src] = dataclasses.replace(h, reference=given or h.reference)  # the command line's over the file's
+            if hints_for[src].reference:
+                guide.photo(hints_for[src].reference)
+    elif given:
+        guide.photo(given)
+except (hint_files.HintError, references.ReferenceError) as e:
     fail(str(e))
+if not hints:  # sidecars: a broken one skips its photo, named and counted, as an unreadable photo does
+    for src, dst in list(jobs):
+        try:
+            if os.path.lexists(hint_files.sidecar(src)):
+                hints_for[src] = hint_files.read(hint_files.sidecar(src))
+                hint_files.check(hints_for[src], *hint_files.displayed_size(src), size)
+            if given or src in hints_for:
+                h = hints_for.get(src, hint_files.Hints("--reference"))
+                hints_for[src] = dataclasses.replace(h, reference=given or h.reference)
+                if hints_for[src].reference:
+                    guide.photo(hints_for[src].reference)
+        except (hint_files.HintError, references.ReferenceError) as e:
+            hints_for.pop(src, None)
+            failed.append(str(e))
+            refused.add(src)
+            if len(jobs) > 1:  # one file's error is the closing line below
+                print(f"colorize.py: skipped {src}: {e}", file=sys.stderr)
+if precision == "int8" and hints_for:
+    fail("--precision=int8 loses hints (the hint squares' ab error reaches 28, the README's Speed): use --precision=bf16 "
+         "or fp32 with hints or a reference")
+if failed and len(jobs) == 1:
+    fail(failed[0])
 if len(jobs) == 1 and jobs[0][0].suffix.lower() in video.VIDEO_SUFFIXES:
     try:  # one video: what its header tells is checked before the weights load
         video.check(jobs[0][0], max_video_pixels)
     except video.VideoError as e:
         fail(str(e))
 device = pick_device("cpu" if runtime == "openvino" else device)
-try:
-    G = models.load_generator(ckpt, device)
-except models.ModelError as e:
-    fail(str(e))
-photos = [(src, dst) for src, dst in jobs if src.suffix.lower() not in video.VIDEO_SUFFIXES]
-videos = [(src, dst) for src, dst in jobs if src.suffix.lower() in video.VIDEO_SUFFIXES]
-try:  # int8 calibrates on --calibration, or on the photos this job colorizes
-    G = runtimes.prepare(G, runtime, precision, size, runtimes.calibration_photos(calibration) if calibration else
-                         sorted(src for src, _ in photos), calibration_images, spec=ckpt)
-except runtimes.RuntimeChoiceError as e:
-    fail(str(e))
-if hints_for and not G.takes_hints:
-    if hints:
-        fail(f"--hints={hints}: {ckpt} is an ECCV16 model, which has no hint input; use --ckpt=siggraph17 or a model "
-             "trained with --arch=siggraph17")
-    print(f"colorize.py: {len(hints_for)} {hint_files.SIDECAR} files ignored: {ckpt} is an ECCV16 model (no hint input)",
-          file=sys.stderr)
-    hints_for = {}
+if chosen:
+    print(chosen.replace("colorgan:", "colorize.py:"), file=sys.stderr)
 
-failed = []
+
+stopping = []  # the signal that stopped the job: checked after each file too, in case library code swallowed the raise
 
 
 def stop(signum: int, frame) -> None:
     """SIGTERM as Ctrl-C: the job stops the same way (the photos being written finish, nothing is half-written)."""
+    stopping.append(signum)
     raise KeyboardInterrupt(signum)
 
 
-previous = signal.signal(signal.SIGTERM, stop)
+previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+photos = [(src, dst) for src, dst in jobs if src.suffix.lower() not in video.VIDEO_SUFFIXES and src not in refused]
+videos = [(src, dst) for src, dst in jobs if src.suffix.lower() in video.VIDEO_SUFFIXES]
 try:
+    try:
+        G = models.load_generator(ckpt, device)
+        # int8 calibrates on --calibration, or on all the photos of the job (done or not: one model for the whole archive)
+        G = runtimes.prepare(G, runtime, precision, size, runtimes.calibration_photos(calibration) if calibration else
+                             sorted(src for src, _ in planned if src.suffix.lower() not in video.VIDEO_SUFFIXES),
+                             calibration_images, spec=ckpt)
+    except (models.ModelError, runtimes.RuntimeChoiceError) as e:
+        fail(str(e))
+    except KeyboardInterrupt as e:
+        signum = e.args[0] if e.args else signal.SIGINT
+        print(f"\ncolorize.py: stopped by {signal.Signals(signum).name} while preparing the model: nothing written",
+              file=sys.stderr)
+        sys.exit(128 + signum)
+    pointed = [src for src, h in hints_for.items() if h.points or h.layer is not None]
+    if pointed and not G.takes_hints:
+        if hints:
+            fail(f"--hints={hints}: {ckpt} is an ECCV16 model, which has no hint input; use --ckpt=siggraph17 or a model "
+                 "trained with --arch=siggraph17")
+        print(f"colorize.py: the points of {len(pointed)} {hint_files.SIDECAR} files ignored: {ckpt} is an ECCV16 model "
+              "(no hint input)", file=sys.stderr)
+    matched = any(h.reference for h in hints_for.values())
+    if matched and not G.takes_hints:
+        print(f"colorize.py: {ckpt} is an ECCV16 model (no hint input): the reference's colours are transferred globally "
+              "(ab histograms matched), not placed where the content matches; a SIGGRAPH17 model places them",
+              file=sys.stderr)
+        hints_for = {src: hint_files.Hints(h.source, reference=h.reference) for src, h in hints_for.items() if h.reference}
+    elif not G.takes_hints:
+        hints_for = {}
+    if matched and G.takes_hints:
+        try:
+            guide.matcher = references.Matcher(vgg_weights, tuple(reference_layers.split(",")), reference_temperature).to(device)
+        except (losses.VGGError, references.ReferenceError) as e:
+            fail(str(e))
     threads = runtimes.share_cores(runtime, workers)  # for the photos; a video paints in one thread, with torch's
     with tqdm(total=len(photos), disable=len(photos) < 2, unit="img", dynamic_ncols=True) as bar:
         for src, dst, error in media.colorize_files(G, photos, size, temperature, batch_size, workers, max_pixels,
-                                                          hints_for):
+                                                    hints_for, guide):
             if error:
                 failed.append(error)
                 if len(jobs) > 1:  # one file's error is the closing line below
                     bar.write(f"colorize.py: skipped {error}", file=sys.stderr)
             bar.update()
+            if stopping:
+                raise KeyboardInterrupt(stopping[0])
     torch.set_num_threads(threads)
     for src, dst in videos:
+        if stopping:
+            raise KeyboardInterrupt(stopping[0])
         try:
             video.colorize_video(G, src, dst, size=size, temperature=temperature, temporal=temporal, batch_size=batch_size,
                                  crf=crf, codec=codec, max_pixels=max_video_pixels)
@@ -193,9 +272,11 @@ except KeyboardInterrupt as e:
           f"to do the rest: python {shlex.join(again)}", file=sys.stderr)
     sys.exit(128 + signum)
 finally:
-    signal.signal(signal.SIGTERM, previous)
+    for s, handler in previous.items():
+        signal.signal(s, handler)
 if failed:
-    fail(failed[0] if len(jobs) == 1 else f"{len(failed)} of {len(jobs)} files failed (named above); the rest are written")
+    fail(failed[0] if len(jobs) == 1 else f"{len(failed)} of {len(jobs)} files failed (named above); "
+         f"{'none' if len(failed) == len(jobs) else 'the other ' + str(len(jobs) - len(failed))} written")
 if __name__ == "__main__":
     sys.stdout.flush(), sys.stderr.flush()
     os._exit(0)  # every output is written and renamed: skip 0.3 s of tearing down torch's modules

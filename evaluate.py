@@ -31,9 +31,10 @@ import losses
 import media
 import metrics
 import models
+import reference as references
 import runtime as runtimes
 import training
-from data import DEFAULT_DATA, DataError, colorization_grid, lab_to_rgb, make_dataset, to_pil, uint8_to_lab
+from data import DEFAULT_DATA, DataError, colorization_grid, lab_to_rgb, load_image, make_dataset, to_pil, uint8_to_lab
 
 # -----------------------------------------------------------------------------
 ckpt = ["eccv16"]  # models to compare, one column each (repeat --ckpt=...): eccv16, weights, a ckpt.pt, a folder, hf:OWNER/NAME
@@ -51,7 +52,7 @@ fid_weights = "default"  # default (downloaded once), random (seeded, offline sm
 lpips_weights = "default"  # default (ImageNet backbone), random (seeded), none (no LPIPS) or a torchvision backbone file
 lpips_net = "alex"  # LPIPS backbone: alex (LPIPS's own default) or vgg (CT2's)
 device = "auto"  # auto, cpu or cuda
-runtime = "torch"  # torch (exact) or openvino (CPU): what each precision costs in colour is measured against torch fp32
+runtime = "torch"  # torch (exact), openvino (CPU) or auto (colorize.py's default): each one's colour cost vs torch fp32
 precision = "fp32"  # fp32, bf16 or int8 (openvino; needs --calibration: photos other than the evaluated ones)
 calibration = ""  # int8: a folder of photos to calibrate on
 calibration_images = runtimes.CALIBRATION_IMAGES
@@ -61,10 +62,15 @@ grid_images = 6  # rows of the figure
 save_outputs = ""  # write every prediction (and ground truth) as PNG under this new folder, one subfolder per model
 per_class = False  # also report every per-image metric per class
 hints = ""  # SIGGRAPH17 models: numbers of simulated hints to sweep, e.g. 0,1,2,5,10,20,50,100 ('' = none)
+reference = ""  # self (each image's own truth, mirrored, cropped, shifted) or FOLDER (same file names): no/global/local columns
+reference_threshold = references.THRESHOLD  # the reference matching's knobs, as colorize.py's
+reference_top_k = references.TOP_K
+reference_temperature = references.TEMPERATURE
+reference_layers = ",".join(references.DEFAULT_LAYERS)
 # -----------------------------------------------------------------------------
 config, _ = configurator.configure(globals())
 PER_IMAGE = ["l1_ab", "mse_ab", "auc", "psnr", "ssim", "perceptual", "lpips", "colorfulness", "colorfulness_ddcolor"]
-METRICS = PER_IMAGE + ["delta_cf", "delta_cf_ddcolor"] + metrics.FID_FLAVOURS["both"]
+METRICS = PER_IMAGE + ["delta_cf", "delta_cf_ddcolor"] + metrics.FID_FLAVOURS["both"] + ["reference_colour"]
 
 
 def fail(message: str) -> None:
@@ -77,6 +83,8 @@ def summarize(per_image: dict[str, torch.Tensor], mask: torch.Tensor) -> dict:
     row = {k: per_image[k][mask].double().mean().item() if k in per_image else None for k in PER_IMAGE}
     for cf in ("colorfulness", "colorfulness_ddcolor"):
         row[cf.replace("colorfulness", "delta_cf")] = abs(row[cf] - per_image[f"{cf}_true"][mask].double().mean().item())
+    if "reference_colour" in per_image:  # --reference: the ab-histogram intersection of output and reference
+        row["reference_colour"] = per_image["reference_colour"][mask].double().mean().item()
     return {"n_images": int(mask.sum()), **row}
 
 
@@ -115,6 +123,20 @@ except ValueError:
     counts = [-1]
 if any(n < 0 for n in counts):
     fail(f"--hints={hints}: a comma-separated list of hint counts, e.g. 0,1,2,5,10")
+most = (image_size // hint_sim.SWEEP_SIZE) ** 2  # as many squares as tile the image: more is no sweep
+if counts and counts[-1] > most:
+    fail(f"--hints={hints}: at most {most} hints ({hint_sim.SWEEP_SIZE}x{hint_sim.SWEEP_SIZE} squares tiling a "
+         f"{image_size}x{image_size} image)")
+if reference and counts:
+    fail("--reference and --hints: one at a time (each adds its own columns)")
+if reference and reference != "self" and not Path(reference).is_dir():
+    fail(f"--reference={reference}: use self or a folder of references named as the evaluated photos")
+if set(reference_layers.split(",")) - set(references.LAYERS) or reference_temperature <= 0 or reference_top_k < 0:
+    fail(f"--reference_layers must be some of {','.join(references.LAYERS)}, --reference_temperature positive, "
+         "--reference_top_k at least 0")
+runtime, precision, chosen = runtimes.choose(runtime, precision, device, temperature)
+if chosen:
+    print(chosen.replace("colorgan:", "evaluate.py:"), file=sys.stderr)
 try:
     precision = runtimes.check(runtime, precision, device=device, temperature=temperature)
 except runtimes.RuntimeChoiceError as e:
@@ -135,14 +157,31 @@ try:
     generators = [runtimes.prepare(G, runtime, precision, image_size, calib, calibration_images, spec=spec)
                   for spec, G in zip(ckpt, generators)]
     vgg = None if vgg_weights == "none" else losses.VGGFeatures(vgg_weights).to(device)
+    takes_hints = any(G.takes_hints for G in generators)
+    matcher = references.Matcher("imagenet" if vgg_weights == "none" else vgg_weights, tuple(reference_layers.split(",")),
+                                 reference_temperature).to(device) if reference and takes_hints else None
     fid_nets = metrics.fid_networks(fid, fid_weights, device)
     lpips_net_ = None if lpips_weights == "none" else metrics.lpips_network(lpips_net, lpips_weights, device)
 except (DataError, models.ModelError, losses.VGGError, metrics.MetricError, runtimes.RuntimeChoiceError) as e:
     fail(str(e))
-# one column per (model, hint count); a model without a hint input gets one column whatever the counts
-columns = [(j, n) for j, G in enumerate(generators) for n in (counts if counts and G.takes_hints else [None])]
-spec_of = [ckpt[j] for j, _ in columns]
-labels = [model_labels[j] + ("" if n is None else f"@{n}") for j, n in columns]
+reference_for = {}  # --reference=FOLDER: image index -> its reference file, all found before any work
+if reference and reference != "self":
+    if not (images.items and isinstance(images.items[0], tuple)):
+        fail(f"--reference={reference}: pairing by file name needs a folder dataset (--reference=self works on any)")
+    by_stem = {}
+    for f in sorted(Path(reference).rglob("*")):
+        by_stem.setdefault(f.relative_to(reference).with_suffix(""), f)
+    for i, item in enumerate(images.items):
+        key = Path(item[0]).relative_to(dataset).with_suffix("")
+        if key not in by_stem:
+            fail(f"--reference={reference}: no reference named {key} (as {item[0]}) there")
+        reference_for[i] = by_stem[key]
+# one column per (model, hint count, reference use); a model without a hint input gets one column whatever the counts,
+# and a reference globally (its ab histogram), not locally
+columns = [(j, n, r) for j, G in enumerate(generators) for n in (counts if counts and G.takes_hints else [None])
+           for r in ((["none", "global"] + (["local"] if G.takes_hints else [])) if reference else [None])]
+spec_of = [ckpt[j] for j, _, _ in columns]
+labels = [model_labels[j] + ("" if n is None else f"@{n}") + ("" if r is None else f"@ref:{r}") for j, n, r in columns]
 for j, G in enumerate(generators):
     if counts and not G.takes_hints:
         print(f"evaluate.py: {ckpt[j]} has no hint input (ECCV16): one column, without hints", file=sys.stderr)
@@ -176,12 +215,25 @@ with torch.no_grad():
         classes_seen.append(label[keep])
         truth, preds = rgb.float() / 255, []
         lab_truth = lab_to_rgb(torch.cat([L, ab], 1))  # the metrics' ground truth (through Lab), once for every model
-        for (j, n), acc in zip(columns, results):
+        if reference:  # each image's reference at the evaluation size
+            ref_rgb = torch.stack([references.self_reference(rgb[i].cpu(), i_) if reference == "self" else
+                                   models.small_copy(load_image(reference_for[i_]), image_size) for i, i_ in enumerate(index.tolist())])
+            refs = [references.Reference(str(i_), *uint8_to_lab(ref_rgb[i:i + 1])) for i, i_ in enumerate(index.tolist())]
+        for (j, n, r), acc in zip(columns, results):
             given = hint_sim.sweep(ab, n, index.tolist()) if n else None
-            pred_ab = generators[j](L, given, temperature=temperature)
+            if r == "local":
+                given = torch.stack([hint_sim.place(hint_sim.Hints("", references.points(
+                    matcher, refs[i], L[i:i + 1].cpu(), image_size, image_size, reference_threshold, reference_top_k)),
+                    image_size, image_size, image_size) for i in range(len(L))]).to(device)
+            pred_ab = generators[j](L, given, temperature=temperature).float()
+            if r == "global":
+                pred_ab = torch.cat([references.transfer(pred_ab[i:i + 1], refs[i]) for i in range(len(L))])
             preds.append(lab_to_rgb(torch.cat([L, pred_ab.float()], 1)))
             for k, v in losses.image_metrics(L, ab, pred_ab, vgg, rgb_pred=preds[-1], rgb_true=lab_truth).items():
                 acc.setdefault(k, []).append(v.cpu())
+            if reference:
+                acc.setdefault("reference_colour", []).append(
+                    references.histogram_intersection(pred_ab.cpu(), torch.cat([x.ab for x in refs])))
             if lpips_net_ is not None:
                 acc.setdefault("lpips", []).append(metrics.lpips(lpips_net_, preds[-1], truth).cpu())
         metrics.update_fid(fid_nets, fid_stats, truth, preds)
@@ -214,8 +266,9 @@ if not n_used:
 
 classes_used = torch.cat([r["label"] for r in everyone])[order]
 everything = torch.ones_like(classes_used, dtype=torch.bool)
-rows = [{"ckpt": spec, "label": name, **({"hints": n} if counts else {}), **summarize(m, everything),
-         **{k: v[c] for k, v in fids.items()}} for c, (spec, name, m, (_, n)) in enumerate(zip(spec_of, labels, per_image, columns))]
+rows = [{"ckpt": spec, "label": name, **({"hints": n} if counts else {}), **({"reference": r} if reference else {}),
+         **summarize(m, everything), **{k: v[c] for k, v in fids.items()}}
+        for c, (spec, name, m, (_, n, r)) in enumerate(zip(spec_of, labels, per_image, columns))]
 classes = images.classes
 if per_class:
     for row, m in zip(rows, per_image):
@@ -238,7 +291,14 @@ if out:
                 "image_size": image_size, "resize": f"PIL bicubic, {'stretched' if resize == 'stretch' else 'central square'} ({resize})",
                 "temperature": temperature, "runtime": f"{runtime} {precision}", **({"hints": {"counts": counts, "method": f"n {hint_sim.SWEEP_SIZE}x{hint_sim.SWEEP_SIZE} "
                 "squares at image_size, centres ~ N(centre, side/4) from the image's index, each the ground truth's mean ab"}}
-                                                 if counts else {}), "auc_thresholds": "0..150 step 1", "psnr_identical_db": 100.0,
+                                                 if counts else {}),
+                **({"reference": {"source": reference if reference != "self" else f"self: each image's own truth, {references.SELF_TRANSFORM}",
+                                  "local": f"SIGGRAPH17 hints from VGG19 {reference_layers} matching (temperature {reference_temperature}), one per "
+                                           f"{references.CELL}px cell at 256 where confidence >= {reference_threshold} or among the top {reference_top_k}",
+                                  "global": "the prediction's ab matched to the reference's ab histogram (skimage match_histograms)",
+                                  "reference_colour": "intersection of the 32x32-bin ab histograms (-110..110) of output and reference"}}
+                   if reference else {}),
+                "auc_thresholds": "0..150 step 1", "psnr_identical_db": 100.0,
                 "ssim": "skimage defaults (7x7 uniform, sample covariance), channel mean, data_range 1",
                 "perceptual": None if vgg_weights == "none" else f"L1 of VGG19 relu4_3 features ({vgg_weights})",
                 "lpips": None if lpips_net_ is None else {"backbone": lpips_net, "weights": lpips_weights, "method": metrics.PROTOCOL["lpips"]},

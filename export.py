@@ -299,7 +299,7 @@ try:
         if variants:
             photos = runtime.calibration_photos(calibration)
             for v in variants:
-                runtime.convert(G, tmp / "openvino" / v, v, 256, photos)
+                runtime.save(runtime.convert(G, 256, v, photos), tmp / "openvino" / v, 256)
             info |= {"openvino": {v: f"openvino/{v}/model.xml" for v in variants} | {"input_size": 256}}
         (tmp / "config.json").write_text(json.dumps(info, indent=1, default=str))
         (tmp / "README.md").write_text(model_card(spec, info, table))

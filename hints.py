@@ -3,17 +3,20 @@ and simulate them from the ground truth for training and evaluation.
 
 A hint tensor is (3,s,s) (or (N,3,s,s)): ab in Lab units where there is a hint (0 elsewhere), then a 0/1 mask.
 
-    {"points": [{"x": 412, "y": 230, "color": "#2a5caa", "size": 9}, ...]}
+    {"points": [{"x": 412, "y": 230, "color": "#2a5caa", "size": 9}, ...], "reference": "ref.jpg"}
 
 x, y are pixels of the photo as displayed (after its EXIF orientation), color any CSS colour (#rgb, #rrggbb,
 #rrggbbaa, a name), size the side of the hint's square in the photo's pixels (default: DEFAULT_SIZE pixels at the
-model's scale). A PNG layer is an RGBA image of any size stretched over the photo: its opaque pixels are hints.
+model's scale). "reference" (optional; a path relative to the JSON file) is a colour photo whose colours are matched
+onto the photo (reference.py); the points win where they overlap its hints. A PNG layer is an RGBA image of any size
+stretched over the photo: its opaque pixels are hints.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +33,7 @@ P_STOP = 1 / 8  # the paper's geometric number of simulated points: P(none) = 1/
 SIM_SIZES = (1, 9)  # simulated squares: sides uniform in this range (pixels at the model's scale)
 SWEEP_SIZE = 6  # evaluate.py --hints: 6x6 patches, the paper's sweep
 MAX_POINTS = 10_000  # more points than this in one file is not a hint file
+MAX_BYTES = 16 << 20  # a hint file larger than this is not one (10,000 points take ~0.7 MB)
 
 
 class HintError(ValueError):
@@ -46,10 +50,11 @@ class Point:
 
 @dataclass(frozen=True)
 class Hints:
-    """What a hint file says: points, or a painted RGBA layer."""
+    """What a hint file says: points (and a reference photo), or a painted RGBA layer."""
     source: str
     points: tuple[Point, ...] = ()
     layer: Image.Image | None = None
+    reference: Path | None = None
 
 
 def sidecar(photo: Path) -> Path:
@@ -60,18 +65,31 @@ def sidecar(photo: Path) -> Path:
 def parse_color(value: object, where: str) -> tuple[int, int, int]:
     """A CSS colour -> RGB; one line when it is not one."""
     if not isinstance(value, str):
-        raise HintError(f"{where}: color must be a string like \"#2a5caa\", not {json.dumps(value)}")
+        raise HintError(f"{where}: color must be a string like \"#2a5caa\", not {_short(value)}")
     try:
-        return ImageColor.getrgb(value.strip())[:3]
+        rgba = ImageColor.getrgb(value.strip())
     except ValueError:
-        raise HintError(f"{where}: {value!r} is not a colour (use #rgb, #rrggbb or a CSS name)") from None
+        raise HintError(f"{where}: {value[:40]!r} is not a colour (use #rgb, #rrggbb or a CSS name)") from None
+    if len(rgba) == 4 and rgba[3] != 255:
+        raise HintError(f"{where}: {value!r} is {rgba[3] / 2.55:.0f}% opaque: a hint's colour is opaque (use #rrggbb)")
+    return rgba[:3]
+
+
+def _short(value: object) -> str:
+    """value as JSON, cut to a readable length."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _number(point: dict, key: str, where: str, positive: bool = False) -> float:
     """point[key] as a finite number; one line when it is not."""
     v = point.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (positive and v <= 0):
-        raise HintError(f"{where}: {key} must be a {'positive ' if positive else ''}number, not {json.dumps(v)}")
+    try:
+        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and not (positive and v <= 0)
+    except OverflowError:  # an integer of hundreds of digits
+        ok = False
+    if not ok:
+        raise HintError(f"{where}: {key} must be a {'positive ' if positive else ''}number, not {_short(v)}")
     return float(v)
 
 
@@ -81,8 +99,15 @@ def parse_json(text: str, source: str) -> Hints:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise HintError(f"{source}: not valid JSON ({e})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("points"), list):
-        raise HintError(f"{source}: expected {{\"points\": [{{\"x\": ..., \"y\": ..., \"color\": \"#rrggbb\"}}, ...]}}")
+    except RecursionError:
+        raise HintError(f"{source}: nested too deeply to be a hint file") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("points", []), list) or not ("points" in doc or "reference" in doc):
+        raise HintError(f"{source}: expected {{\"points\": [{{\"x\": ..., \"y\": ..., \"color\": \"#rrggbb\"}}, ...]}} "
+                        "and/or {\"reference\": \"photo.jpg\"}")
+    ref = doc.get("reference")
+    if ref is not None and not (isinstance(ref, str) and ref):
+        raise HintError(f"{source}: reference must be a photo's path (relative to the JSON file), not {_short(ref)}")
+    doc.setdefault("points", [])
     if len(doc["points"]) > MAX_POINTS:
         raise HintError(f"{source}: {len(doc['points'])} points, more than {MAX_POINTS:,}")
     points = []
@@ -95,17 +120,26 @@ def parse_json(text: str, source: str) -> Hints:
             raise HintError(f"{where}: unknown key {sorted(unknown)[0]!r} (a point has x, y, color and size)")
         size = _number(p, "size", where, positive=True) if "size" in p else None
         points.append(Point(_number(p, "x", where), _number(p, "y", where), parse_color(p.get("color"), where), size))
-    return Hints(source, tuple(points))
+    return Hints(source, tuple(points), reference=(Path(source).parent / Path(ref).expanduser()) if ref else None)
 
 
 def read(path: str | Path) -> Hints:
     """A hint file: .json points or a painted RGBA image (.png, .webp, .tif); one line when it cannot be used."""
     path = Path(path)
+    try:
+        st = path.stat()  # a FIFO or a device (/dev/zero) is never opened: it would hang or never end
+    except FileNotFoundError:
+        raise HintError(f"{path}: no such file") from None
+    except OSError as e:
+        raise HintError(f"{path}: cannot read it ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise HintError(f"{path}: not a regular file")
     if path.suffix.lower() == ".json":
+        if st.st_size > MAX_BYTES:
+            raise HintError(f"{path}: {st.st_size / 2**20:.0f} MB, more than a hint file's {MAX_BYTES >> 20} MB")
         try:
-            return parse_json(path.read_text(encoding="utf-8"), str(path))
-        except FileNotFoundError:
-            raise HintError(f"{path}: no such file") from None
+            with open(path, "rb") as f:
+                return parse_json(f.read(MAX_BYTES + 1).decode("utf-8"), str(path))
         except (OSError, UnicodeDecodeError) as e:
             raise HintError(f"{path}: cannot read it ({e})") from None
     try:
@@ -119,11 +153,20 @@ def read(path: str | Path) -> Hints:
     return Hints(str(path), layer=layer)
 
 
-def check(h: Hints, width: int, height: int) -> None:
-    """Refuse points outside a width x height photo, in one line."""
+def check(h: Hints, width: int, height: int, size: int = 256) -> None:
+    """Refuse, in one line, points outside a width x height photo or larger than it, and a layer that gives the model
+    (at size x size) no hint: nothing at least half opaque there (faint or too thin strokes)."""
     for i, p in enumerate(h.points):
         if not (0 <= p.x < width and 0 <= p.y < height):
             raise HintError(f"{h.source}: point {i + 1} ({p.x:g}, {p.y:g}) is outside the {width}x{height} photo")
+        if p.size is not None and p.size > max(width, height):
+            raise HintError(f"{h.source}: point {i + 1}: size {p.size:g} is larger than the {width}x{height} photo")
+    if h.layer is not None:
+        peak = h.layer.resize((size, size), Image.Resampling.BOX).getchannel("A").getextrema()[1]  # as place() sees it
+        if peak < 128:
+            raise HintError(f"{h.source}: no hint: a hint is where the layer is at least half opaque at the model's "
+                            f"{size}x{size} scale, and this one is at most {peak / 2.55:.0f}% opaque there (paint "
+                            "opaque, with wider strokes)")
 
 
 def displayed_size(photo: Path) -> tuple[int, int]:
@@ -138,14 +181,6 @@ def place(h: Hints, width: int, height: int, size: int = 256) -> torch.Tensor:
     """The model's hint input (3,size,size) for a width x height photo: each point's ab over its square at the model's
     scale (the photo's own L is kept by the pipeline); a layer's mean ab where it is at least half opaque."""
     out = torch.zeros(3, size, size)
-    if h.layer is not None:
-        small = h.layer.resize((size, size), Image.Resampling.BOX)  # PIL premultiplies RGBA: colours weighted by alpha
-        alpha = torch.from_numpy(np.array(small.getchannel("A"))).float() / 255
-        rgb = data.to_uint8_tensor(small.convert("RGB")).float() / 255
-        mask = alpha >= 0.5
-        out[:2] = data.rgb_to_lab(rgb[None])[0, 1:] * mask
-        out[2] = mask.float()
-        return out
     for p in h.points:
         ab = data.rgb_to_lab(torch.tensor(p.rgb, dtype=torch.float32).view(1, 3, 1, 1) / 255)[0, 1:, 0, 0]
         side_x = max(1, round(p.size * size / width)) if p.size else DEFAULT_SIZE
@@ -154,12 +189,19 @@ def place(h: Hints, width: int, height: int, size: int = 256) -> torch.Tensor:
         y0 = min(max(0, math.floor((p.y + 0.5) * size / height - side_y / 2 + 0.5)), size - side_y)
         out[:2, y0:y0 + side_y, x0:x0 + side_x] = ab.view(2, 1, 1)
         out[2, y0:y0 + side_y, x0:x0 + side_x] = 1
+    if h.layer is not None:  # over any points (a reference's): what the user painted wins
+        small = h.layer.resize((size, size), Image.Resampling.BOX)  # PIL premultiplies RGBA: colours weighted by alpha
+        alpha = torch.from_numpy(np.array(small.getchannel("A"))).float() / 255
+        rgb = data.to_uint8_tensor(small.convert("RGB")).float() / 255
+        mask = alpha >= 0.5
+        out[:2] = torch.where(mask, data.rgb_to_lab(rgb[None])[0, 1:], out[:2])
+        out[2] = torch.maximum(out[2], mask.float())
     return out
 
 
-def to_json(points: list[dict]) -> str:
-    """Points [{"x", "y", "color", "size"}] as the hint file colorize.py --hints reads."""
-    return json.dumps({"points": points}, indent=1)
+def to_json(points: list[dict], reference: str = "") -> str:
+    """Points [{"x", "y", "color", "size"}] (and the reference photo's name) as the hint file colorize.py --hints reads."""
+    return json.dumps({"points": points, **({"reference": reference} if reference else {})}, indent=1)
 
 
 # ----------------------------------------------------------------------------- simulated hints

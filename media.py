@@ -21,6 +21,7 @@ from PIL import Image, ImageCms
 import data
 import hints
 import models
+import reference
 import video
 
 SAVE_FORMATS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}  # photo outputs PIL writes
@@ -204,19 +205,23 @@ def save(img: Image.Image | np.ndarray, path: Path, meta: dict | None = None) ->
 
 def colorize_files(G: models.Generator, jobs: list[tuple[Path, Path]], size: int = 256, temperature: float = 1.0,
                    batch_size: int = 4, workers: int = 2, max_pixels: int = data.MAX_PIXELS,
-                   hints_for: dict[Path, hints.Hints] | None = None) -> Iterator[tuple[Path, Path, str | None]]:
+                   hints_for: dict[Path, hints.Hints] | None = None, guide: reference.Guide | None = None
+                   ) -> Iterator[tuple[Path, Path, str | None]]:
     """Colorize photos [(src, dst)], yielding (src, dst, error or None) as each finishes.
 
     Worker threads decode (and make the model's small copy) and paint and encode (PIL and torch let go of the GIL),
     while this thread runs the model on batches. At most 2 x batch_size + workers photos are in flight, whatever
     their number or size. workers=0 does everything in this thread, one stage after another. hints_for gives a
-    SIGGRAPH17 model a photo's hints.
+    SIGGRAPH17 model a photo's hints; the guide turns a hint file's reference photo into hints (an ECCV16 model: a
+    global transfer), in this thread, with the model's threads.
     """
     hints_for = hints_for or {}
+    matched = {src for src, h in hints_for.items() if h.reference is not None and guide is not None}
 
     def decode(src: Path) -> tuple[Image.Image, torch.Tensor, torch.Tensor | None]:
         img = data.load_image(src, keep_alpha=True, max_pixels=max_pixels, keep_16bit=True)
-        return img, models.small_copy(img, size), hints.place(hints_for[src], *img.size, size) if src in hints_for else None
+        placed = src in hints_for and src not in matched and G.takes_hints
+        return img, models.small_copy(img, size), hints.place(hints_for[src], *img.size, size) if placed else None
 
     def encode(img: Image.Image, ab: torch.Tensor, dst: Path) -> None:
         save(models.paint(img, ab), dst, metadata(img))
@@ -259,9 +264,16 @@ def colorize_files(G: models.Generator, jobs: list[tuple[Path, Path]], size: int
                 else:
                     yield finished(src, dst, f)
             if batch:
+                if G.takes_hints:  # a reference's hints: its matching runs here, beside the model
+                    batch = [(src, dst, img, small, hints.place(guide.with_points(hints_for[src], data.uint8_to_l(small[None]),
+                                                                                  *img.size), *img.size, size))
+                             if src in matched else (src, dst, img, small, h) for src, dst, img, small, h in batch]
                 given = [h for *_, h in batch]
                 h = None if all(x is None for x in given) else torch.stack([torch.zeros(3, size, size) if x is None else x for x in given])
                 ab = models.predict_ab(G, torch.stack([small for *_, small, _ in batch]), temperature, h)
+                for i, (src, *_) in enumerate(batch):
+                    if src in matched and not G.takes_hints:
+                        ab[i:i + 1] = guide.transfer(ab[i:i + 1], hints_for[src])
                 encoding += [(src, dst, submit(encode, img, ab[i], dst)) for i, (src, dst, img, *_) in enumerate(batch)]
             while encoding and (encoding[0][2].done() or len(decoding) + len(encoding) >= limit):
                 yield finished(*encoding.popleft())

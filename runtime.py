@@ -32,10 +32,11 @@ import data
 import hints
 import models
 
-RUNTIMES = ("torch", "openvino")
+RUNTIMES = ("torch", "openvino")  # and auto: see choose()
 PRECISIONS = ("fp32", "bf16", "int8")
 CALIBRATION_IMAGES = 300  # photos that calibrate int8 (NNCF's default subset size)
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 layers run int8; what is left runs f32
+MANIFEST = "sha256.txt"  # beside a cached model.xml/.bin: the digest of both, checked at every start
 
 
 class RuntimeChoiceError(ValueError):
@@ -58,23 +59,82 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA; torch's and OpenVINO's kernels both honour it): the flags it takes away
+ISA_CAPS = {"AVX2": ("avx512", "amx", "avx_vnni"), "AVX2_VNNI": ("avx512", "amx"), "AVX512_CORE": ("avx512_bf16", "avx512_vnni", "amx"),
+            "AVX512_CORE_VNNI": ("avx512_bf16", "amx"), "AVX512_CORE_BF16": ("amx",)}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (x86 "flags", Arm "Features"), less those oneDNN's ISA cap forbids;
+    empty where there is no /proc."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return set()
+    flags = {f for line in lines if line.startswith(("flags", "Features")) for f in line.split(":", 1)[1].split()}
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).upper()
+    return {f for f in flags if not f.startswith(ISA_CAPS.get(cap, ()))}
+
+
 def has_bf16() -> bool:
     """True where the CPU computes bf16 natively (AVX512-BF16 or AMX; Arm's BF16)."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_class(flags: set[str] | None = None) -> str:
+    """The CPU class every speed figure names: what decides which runtime and precision are fastest."""
+    flags = cpu_flags() if flags is None else flags
+    if "amx_bf16" in flags:
+        return "AMX"
+    if "avx512_bf16" in flags:
+        return "AVX512-BF16"
+    if "avx512_vnni" in flags:
+        return "AVX-512 VNNI"
+    if "avx512f" in flags:
+        return "AVX-512"
+    if "avx2" in flags:
+        return "AVX2" + (" VNNI" if "avx_vnni" in flags else "")
+    return platform.machine() + (" BF16" if "bf16" in flags else "")
+
+
+def _openvino_installed() -> bool:
     try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
+        import openvino  # noqa: F401
+    except ImportError:
         return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16", "bf16"))
+    return True
 
 
-def check(runtime: str, precision: str, fallback: bool = False, device: str = "auto", temperature: float = 1.0) -> str:
+def choose(runtime: str, precision: str, device: str = "auto", temperature: float = 1.0) -> tuple[str, str, str]:
+    """Resolve auto to (runtime, precision, a one-line note of what was chosen, or ''). --runtime=auto: on a CPU with
+    bf16 units, openvino bf16 (2.5-3x torch fp32 at an ab error of ~0.05, the README's Speed), else torch bf16; elsewhere
+    torch fp32 (on AVX2, OpenVINO fp32 is 0.93x and int8 1.1x at a colour cost); never int8 unasked (it needs calibration
+    photos and loses hints); a GPU or a temperature below 1 keeps torch. --runtime=torch with precision auto is fp32,
+    the exact path; openvino's auto is bf16 where the CPU has the units."""
+    if "auto" not in (runtime, precision):
+        return runtime, precision, ""
+    on_gpu = runtime != "openvino" and (device.startswith(("cuda", "mps")) or (device == "auto" and torch.cuda.is_available()))
+    bf16_cpu = has_bf16() and not on_gpu
+    if runtime != "auto":
+        precision = "bf16" if runtime == "openvino" and bf16_cpu else "fp32"
+        return runtime, precision, f"colorgan: --runtime={runtime} --precision={precision} ({cpu_class()})" if runtime == "openvino" else ""
+    if precision == "auto":
+        precision = "bf16" if bf16_cpu else "fp32"
+    fast = precision == "int8" or (precision == "bf16" and bf16_cpu and temperature == 1)
+    runtime = "openvino" if fast and _openvino_installed() else "torch"
+    why = ("on a GPU" if on_gpu else f"{cpu_class()}: the CPU's bf16 units, ab within ~0.05 of fp32" if precision == "bf16"
+           else f"{cpu_class()}: no bf16 units, and nothing runs faster than torch fp32 here" if runtime == "torch" else cpu_class())
+    return runtime, precision, f"colorgan: auto chose --runtime={runtime} --precision={precision} ({why}; the README's Speed)"
+
+
+def check(runtime: str, precision: str, fallback: bool | None = None, device: str = "auto", temperature: float = 1.0) -> str:
     """Refuse a runtime or precision that cannot run here, in one line (before any weights load); returns the precision
     to use (fp32 where the CPU lacks bf16 and fallback is allowed, with a note). OpenVINO runs on the CPU at
-    temperature 1; torch on a GPU goes by the GPU's bf16, not the CPU's."""
+    temperature 1; torch on a GPU goes by the GPU's bf16, not the CPU's. fallback=None: the script has no --fallback."""
     if runtime not in RUNTIMES:
-        raise RuntimeChoiceError(f"--runtime={runtime}: use torch or openvino")
+        raise RuntimeChoiceError(f"--runtime={runtime}: use auto, torch or openvino")
     if precision not in PRECISIONS:
-        raise RuntimeChoiceError(f"--precision={precision}: use fp32, bf16 or int8")
+        raise RuntimeChoiceError(f"--precision={precision}: use auto, fp32, bf16 or int8")
     if runtime == "torch" and precision == "int8":
         raise RuntimeChoiceError("--precision=int8 needs --runtime=openvino (NNCF's post-training quantization)")
     if runtime == "openvino":
@@ -91,8 +151,9 @@ def check(runtime: str, precision: str, fallback: bool = False, device: str = "a
     on_cpu = runtime == "openvino" or device == "cpu" or (device == "auto" and not torch.cuda.is_available())
     if precision == "bf16" and on_cpu and not has_bf16():
         if not fallback:
-            raise RuntimeChoiceError(f"--precision=bf16: this CPU ({cpu_name()}) has no bf16 units, so bf16 would be slower "
-                                     "than fp32; use --precision=fp32, or --fallback=True to run fp32 wherever bf16 is missing")
+            raise RuntimeChoiceError(f"--precision=bf16: this CPU ({cpu_name()}, {cpu_class()}) has no bf16 units, so bf16 "
+                                     "would be slower than fp32; use --precision=fp32 or auto"
+                                     + (", or --fallback=True to run fp32 wherever bf16 is missing" if fallback is not None else ""))
         print(f"colorgan: this CPU ({cpu_name()}) has no bf16 units: running fp32 (--fallback=True)", file=sys.stderr)
         return "fp32"
     return precision
@@ -154,7 +215,8 @@ def _key(G: nn.Module, size: int, precision: str, calibration_id: str) -> str:
         import nncf
 
         versions.append(nncf.__version__)
-    h.update(repr((G.arch, size, precision, calibration_id if precision == "int8" else "", cpu_name(), versions)).encode())
+    cpu = (cpu_name(), cpu_class())  # VMs of two CPU classes can share one model name ("AMD EPYC")
+    h.update(repr((G.arch, size, precision, calibration_id if precision == "int8" else "", cpu, versions)).encode())
     return h.hexdigest()[:24]
 
 
@@ -201,25 +263,51 @@ def shipped(spec: str, precision: str, size: int) -> Path | None:
         return None
 
 
-def convert(G: nn.Module, folder: Path, precision: str, size: int = 256, photos: Sequence[Path] = (),
-            calibration_images: int = CALIBRATION_IMAGES) -> None:
-    """Write G as an OpenVINO IR (int8: quantized, calibrated on the first calibration_images of photos that decode) to
-    folder/model.xml, whole or not at all (built beside, renamed)."""
-    import openvino as ov
+def _digest(folder: Path) -> str:
+    """sha256 of a converted model's two files, as its manifest records them."""
+    h = hashlib.sha256()
+    for name in ("model.xml", "model.bin"):
+        with open(folder / name, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()
 
-    print(f"colorgan: converting the model for OpenVINO {precision} at {size}x{size} (once: it is cached in {folder.parent})",
-          file=sys.stderr)
+
+def intact(folder: Path) -> bool:
+    """True when a cached model's files are the ones written (the manifest's sha256): a truncated, zeroed or edited
+    model.bin would compile, or run with wrong weights."""
+    try:
+        return (folder / MANIFEST).read_text().strip() == _digest(folder)
+    except OSError:
+        return False
+
+
+def convert(G: nn.Module, size: int, precision: str, photos: Sequence[Path] = (), calibration_images: int = CALIBRATION_IMAGES,
+            note: str = ""):
+    """G as an OpenVINO model (int8: quantized, calibrated on the first calibration_images of photos that decode)."""
+    print(f"colorgan: converting the model for OpenVINO {precision} at {size}x{size}{note}", file=sys.stderr)
     model = _convert(G, size)
     if precision == "int8":
         model = _quantize(model, G, _photo_batches(photos, size, calibration_images), calibration_images)
+    return model
+
+
+def save(model, folder: Path, size: int) -> None:
+    """Write a converted model to folder (model.xml, .bin, its size and manifest), whole or not at all (built beside,
+    renamed); OSError when the cache cannot be written."""
+    import openvino as ov
+
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
         (tmp / "size.json").write_text(f'{{"size": "{size}"}}\n')  # the inputs' fixed height and width
+        (tmp / MANIFEST).write_text(_digest(tmp) + "\n")
+        if folder.exists():  # a damaged entry (see prepare): set aside, then replaced
+            shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)  # a concurrent run that got there first wins
     except OSError:
-        if not (folder / "model.xml").is_file():
+        if not intact(folder):
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -229,23 +317,47 @@ def prepare(G: nn.Module, runtime: str, precision: str, size: int = 256, photos:
             calibration_images: int = CALIBRATION_IMAGES, spec: str = ""):
     """The generator to colorize with: G itself (torch fp32), G under bf16 autocast, or G compiled by OpenVINO at
     size x size: the model spec's shipped OpenVINO model (export.py --openvino) if it has one, else the cache's,
-    converted there first (int8: calibrated on photos, once; their names are part of the cache key)."""
+    converted there first (int8: calibrated on photos, once; their names are part of the cache key). A damaged cache
+    entry is converted again; a cache that cannot be written is said in one line and the run goes on without it."""
     if runtime == "torch":
         return G if precision == "fp32" else Autocast(G)
     import openvino as ov
 
     root = cache_dir()
-    xml = shipped(spec, precision, size) if spec else None
-    if xml is None:
+    core = ov.Core()
+    source = shipped(spec, precision, size) if spec else None
+    if source is None:
         used = "\n".join(map(str, photos[:calibration_images]))
         folder = root / f"{G.arch}-{size}-{precision}-{_key(G, size, precision, used)}"
-        if not (folder / "model.xml").is_file():
-            convert(G, folder, precision, size, photos, calibration_images)
-        xml = folder / "model.xml"
-    core = ov.Core()
-    core.set_property({"CACHE_DIR": str(root / "compiled")})
-    compiled = core.compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": OV_PRECISION[precision],
-                                                    "PERFORMANCE_HINT": "LATENCY"})
+        if intact(folder):
+            source = str(folder / "model.xml")
+        else:
+            damaged = (folder / "model.xml").exists()
+            source = convert(G, size, precision, photos, calibration_images,
+                             f" (the cached copy in {folder} is damaged: made again)" if damaged else f" (once: it is cached in {root})")
+            try:
+                save(source, folder, size)
+                source = str(folder / "model.xml")
+            except OSError as e:
+                print(f"colorgan: cannot write the OpenVINO cache {root} ({e.strerror or e}): running without it (set "
+                      "COLORGAN_CACHE to a writable folder to convert once)", file=sys.stderr)
+                root = None
+    else:
+        source = str(source)
+    config = {"INFERENCE_PRECISION_HINT": OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"}
+    try:
+        if root is not None:
+            (root / "compiled").mkdir(parents=True, exist_ok=True)
+            config["CACHE_DIR"] = str(root / "compiled")
+    except OSError:
+        pass  # no compiled-model cache: compiled at each start
+    try:
+        compiled = core.compile_model(source, "CPU", config)
+    except RuntimeError:  # a damaged compiled blob in CACHE_DIR: compile without the cache
+        if "CACHE_DIR" not in config:
+            raise
+        config.pop("CACHE_DIR")
+        compiled = core.compile_model(source, "CPU", config)
     return OpenVINOGenerator(compiled, G, size, precision)
 
 

@@ -22,6 +22,8 @@ config, paths = configurator.configure(globals(), positional=True)
 if len(paths) != 2:
     sys.exit("usage: python .ci/tinted_photos.py PHOTOS OUT [--size=64] [--held_out=64]")
 photos = sorted(p for p in Path(paths[0]).rglob("*") if p.suffix.lower() in data.IMAGE_SUFFIXES)
+if len(photos) <= held_out:
+    sys.exit(f"tinted_photos.py: {paths[0]}: {len(photos)} photos, not more than --held_out={held_out}")
 g = torch.Generator().manual_seed(seed)
 for i, src in enumerate(photos):
     rgb = data.to_uint8_tensor(data.resize_square(data.load_image(src), size))[None]

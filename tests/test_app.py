@@ -22,7 +22,7 @@ def app(monkeypatch, release_weights, other_weights):
     from streamlit import config
 
     # two different models: a column showing the other's colour would show
-    monkeypatch.setattr(sys, "argv", ["app.py", f"--baseline={other_weights}", f"--ckpt={release_weights}"])
+    monkeypatch.setattr(sys, "argv", ["app.py", "--runtime=torch", f"--baseline={other_weights}", f"--ckpt={release_weights}"])
     limit = config.get_option("server.maxUploadSize")
     config.set_option("server.maxUploadSize", 1)  # what the uploader states is what app.py enforces
     at = AppTest.from_file(APP, default_timeout=120)
@@ -87,7 +87,7 @@ def test_oversized_uploads_are_refused(app):
 def test_temperature_slider_recolours(app, served, release_weights, monkeypatch):
     import models
 
-    monkeypatch.setattr(sys, "argv", ["app.py", "--baseline=", f"--ckpt={release_weights}"])  # each run reads it: no baseline column
+    monkeypatch.setattr(sys, "argv", ["app.py", "--runtime=torch", "--baseline=", f"--ckpt={release_weights}"])  # each run reads it: no baseline column
     photo = Image.fromarray(synthetic_rgb(1, 48, 64))
     buf = io.BytesIO()
     photo.save(buf, "PNG")
@@ -125,7 +125,7 @@ def test_two_models_with_one_file_name_get_two_captions_and_download_names(monke
     for run in ("finetune", "gan"):
         (tmp_path / run).mkdir()
         (tmp_path / run / "ckpt.pt").write_bytes(Path(release_weights).read_bytes())
-    monkeypatch.setattr(sys, "argv", ["app.py", f"--baseline={tmp_path / 'finetune' / 'ckpt.pt'}", f"--ckpt={tmp_path / 'gan' / 'ckpt.pt'}"])
+    monkeypatch.setattr(sys, "argv", ["app.py", "--runtime=torch", f"--baseline={tmp_path / 'finetune' / 'ckpt.pt'}", f"--ckpt={tmp_path / 'gan' / 'ckpt.pt'}"])
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     buf = io.BytesIO()
@@ -156,7 +156,7 @@ def test_a_missing_model_is_said_at_start_and_the_gray_panel_is_l_alone(monkeypa
 
     import models
 
-    monkeypatch.setattr(sys, "argv", ["app.py", f"--baseline={tmp_path / 'missing.pt'}", f"--ckpt={release_weights}"])
+    monkeypatch.setattr(sys, "argv", ["app.py", "--runtime=torch", f"--baseline={tmp_path / 'missing.pt'}", f"--ckpt={release_weights}"])
     tried = []
     load = models.load_generator
     monkeypatch.setattr(models, "load_generator", lambda spec, *a, **k: tried.append(spec) or load(spec, *a, **k))
@@ -179,7 +179,7 @@ def test_hints_are_placed_edited_suggested_and_downloaded(monkeypatch, release_w
     import hints
     import models
 
-    monkeypatch.setattr(sys, "argv", ["app.py", f"--baseline={release_weights}", f"--ckpt={siggraph_weights}"])
+    monkeypatch.setattr(sys, "argv", ["app.py", "--runtime=torch", f"--baseline={release_weights}", f"--ckpt={siggraph_weights}"])
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     photo = Image.fromarray(synthetic_rgb(0, 60, 80))
@@ -232,6 +232,15 @@ def test_hints_are_placed_edited_suggested_and_downloaded(monkeypatch, release_w
     next(b for b in at.sidebar.button if b.label == "Clear hints").click()
     at.run()
     assert not at.session_state.hints and np.array_equal(np.asarray(at.session_state.result), np.asarray(automatic))
+    clear = Image.fromarray(synthetic_rgb(1, 60, 80)).convert("RGBA")
+    clear.putalpha(Image.linear_gradient("L").resize((80, 60)))  # a transparent PNG on the clickable picture (JPEG)
+    raw = io.BytesIO()
+    clear.save(raw, "PNG")
+    upload(at, "clear.png", raw.getvalue())  # no exception
+    at.sidebar.button[0].click()
+    at.run()
+    assert not at.exception and at.session_state.result.mode == "RGBA", at.exception
+    assert len(at.session_state.hints) == 1, (at.session_state.hints, [b.label for b in at.sidebar.button])
     assert script("colorize.py", str(tmp_path / "p.png"), str(tmp_path / "o.png"), f"--ckpt={siggraph_weights}",
-                  f"--hints={tmp_path / 'h.json'}")[0] == 0
+                  f"--hints={tmp_path / 'h.json'}", "--runtime=torch")[0] == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png").convert("RGB")), np.asarray(shown))

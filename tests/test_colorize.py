@@ -26,6 +26,7 @@ def colorize(script, release_weights):
     def run(*args: str) -> tuple[int, str]:
         args = tuple(map(str, args))
         extra = [] if any(a.startswith("--ckpt") for a in args) else [f"--ckpt={release_weights}"]
+        extra += [] if any(a.startswith("--runtime") for a in args) else ["--runtime=torch"]  # the exact path
         return script("colorize.py", *args, *extra)
 
     return run
@@ -426,3 +427,19 @@ def test_a_16_bit_rgb_png_is_read_in_all_its_bits_and_comes_back_in_16(colorize,
     inside = (out > 0).all(-1) & (out < 65535).all(-1)
     L_in, L_out = color.rgb2lab(upright / 65535)[..., 0], color.rgb2lab(out / 65535)[..., 0]
     assert inside.mean() > 0.5 and np.abs(L_out - L_in)[inside].mean() < 0.02  # L from all 16 bits
+
+
+def test_an_output_folder_that_cannot_be_written_is_found_before_any_work(colorize, tmp_path, monkeypatch):
+    import models
+
+    for i in range(2):
+        Image.fromarray(synthetic_rgb(i)).save(tmp_path / f"p{i}.png")
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(models, "load_generator", lambda *a, **k: pytest.fail("the weights loaded"))
+    code, err = colorize(tmp_path / "p0.png", tmp_path / "p1.png", tmp_path / "file" / "out")
+    assert code == 1 and "file: cannot write under it (not a folder)" in err and len(err.strip().splitlines()) == 1, err
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path / "ro" else real_access(p, mode))
+    (tmp_path / "ro").mkdir()  # read-only (root ignores the mode bits, so the test says it through os.access)
+    code, err = colorize(tmp_path / "p0.png", tmp_path / "p1.png", tmp_path / "ro" / "out")
+    assert code == 1 and "ro: cannot write there: nothing was done" in err, err

@@ -214,6 +214,50 @@ def test_points_outside_the_photo_and_layers_without_hints_are_refused(tmp_path)
         hints.read(tmp_path / "clear.png")
 
 
+@pytest.mark.parametrize("text, message", [
+    ('{"points": [{"x": 1, "y": 1, "color": "red", "size": 1e308}]}', "size 1e\\+308 is larger than the 40x30 photo"),
+    ('{"points": [{"x": 1%s, "y": 1, "color": "red"}]}' % ("0" * 400), "x must be a number, not 1000"),
+    ('{"points": %s%s}' % ("[" * 100_000, "]" * 100_000), "nested too deeply"),
+    ('{"points": [{"x": 1, "y": 1, "color": "#ff000000"}]}', "'#ff000000' is 0% opaque"),
+])
+def test_hostile_hint_files_are_one_line(tmp_path, text, message):
+    (tmp_path / "h.json").write_text(text)
+    with pytest.raises(hints.HintError, match=message):
+        hints.check(hints.read(tmp_path / "h.json"), 40, 30)
+
+
+def test_hint_files_that_never_end_or_block_are_refused_unopened(tmp_path, monkeypatch):
+    import os
+
+    os.mkfifo(tmp_path / "fifo.json")  # opened, it would wait for a writer forever
+    (tmp_path / "zero.json").symlink_to("/dev/zero")  # read, it would never end
+    for name in ("fifo.json", "zero.json"):
+        with pytest.raises(hints.HintError, match="not a regular file"):
+            hints.read(tmp_path / name)
+    monkeypatch.setattr(hints, "MAX_BYTES", 100)
+    (tmp_path / "big.json").write_text('{"points": []}' + " " * 200)
+    with pytest.raises(hints.HintError, match="more than a hint file's"):
+        hints.read(tmp_path / "big.json")
+
+
+def test_a_faint_or_thin_layer_is_refused_rather_than_silently_no_hint(tmp_path):
+    layer = np.zeros((512, 512, 4), np.uint8)
+    layer[100:200, 100:200] = (255, 0, 0, 102)  # 40% opaque everywhere it is painted
+    Image.fromarray(layer).save(tmp_path / "faint.png")
+    with pytest.raises(hints.HintError, match="at most 40% opaque"):
+        hints.check(hints.read(tmp_path / "faint.png"), 512, 512)
+    layer = np.zeros((1024, 1024, 4), np.uint8)
+    layer[300, 200:400] = (255, 0, 0, 255)  # a 1-pixel line on a 1024 layer: a quarter of a model pixel at 256
+    Image.fromarray(layer).save(tmp_path / "thin.png")
+    with pytest.raises(hints.HintError, match="at most 25% opaque there"):
+        hints.check(hints.read(tmp_path / "thin.png"), 1024, 1024)
+    layer[600:604, 200:400] = (0, 0, 255, 255)  # a 4-pixel line: one row of model pixels, opaque
+    Image.fromarray(layer).save(tmp_path / "lines.png")
+    h = hints.read(tmp_path / "lines.png")
+    hints.check(h, 1024, 1024)
+    assert hints.place(h, 1024, 1024)[2].sum() == 50  # the 4-pixel line only
+
+
 @pytest.mark.parametrize("suffix", [".jpg", ".png", ".tif"])
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
 def test_displayed_size_follows_the_orientation_as_loading_does(tmp_path, suffix, orientation):
@@ -283,13 +327,13 @@ def ab_of(path) -> torch.Tensor:
 
 def test_colorize_hints_change_the_colour_where_they_are(script, siggraph_weights, photo, tmp_path):
     ck = f"--ckpt={siggraph_weights}"
-    assert script("colorize.py", str(photo), str(tmp_path / "plain.png"), ck, "--size=64")[0] == 0
+    assert script("colorize.py", str(photo), str(tmp_path / "plain.png"), ck, "--runtime=torch", "--size=64")[0] == 0
     (tmp_path / "h.json").write_text(json.dumps({"points": [{"x": 100, "y": 30, "color": "#00c000", "size": 24}]}))
-    assert script("colorize.py", str(photo), str(tmp_path / "json.png"), ck, "--size=64", f"--hints={tmp_path / 'h.json'}")[0] == 0
+    assert script("colorize.py", str(photo), str(tmp_path / "json.png"), ck, "--runtime=torch", "--size=64", f"--hints={tmp_path / 'h.json'}")[0] == 0
     layer = np.zeros((96, 128, 4), np.uint8)
     layer[18:42, 88:112] = (0, 192, 0, 255)
     Image.fromarray(layer).save(tmp_path / "layer.png")
-    assert script("colorize.py", str(photo), str(tmp_path / "png.png"), ck, "--size=64", f"--hints={tmp_path / 'layer.png'}")[0] == 0
+    assert script("colorize.py", str(photo), str(tmp_path / "png.png"), ck, "--runtime=torch", "--size=64", f"--hints={tmp_path / 'layer.png'}")[0] == 0
     plain = ab_of(tmp_path / "plain.png")
     for name in ("json.png", "png.png"):
         change = (ab_of(tmp_path / name) - plain).norm(dim=0)
@@ -300,7 +344,7 @@ def test_colorize_hints_change_the_colour_where_they_are(script, siggraph_weight
     photo.rename(src / "a.png")
     Image.open(src / "a.png").save(src / "b.png")
     (tmp_path / "h.json").rename(src / "a.hints.json")
-    assert script("colorize.py", str(src), str(tmp_path / "out"), ck, "--size=64", "--batch_size=1")[0] == 0  # as the single runs
+    assert script("colorize.py", str(src), str(tmp_path / "out"), ck, "--runtime=torch", "--size=64", "--batch_size=1")[0] == 0  # as the single runs
     assert torch.equal(ab_of(tmp_path / "out" / "b.png"), plain)
     assert torch.equal(ab_of(tmp_path / "out" / "a.png"), ab_of(tmp_path / "json.png"))
 
@@ -322,9 +366,21 @@ def test_hints_are_refused_in_one_line_before_the_weights_load(script, release_w
     assert not (tmp_path / "o.png").exists() and not (tmp_path / "out").exists()
 
 
+def test_a_broken_sidecar_skips_its_photo_named_and_counted_as_a_bad_photo_does(script, siggraph_weights, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(synthetic_rgb(i, 48, 64)).save(src / f"{i}.png")
+    (src / "1.hints.json").write_text('{"points": [{"x": 1, "y": 1, "color": "red", "size": 1e308}]}')
+    code, err = script("colorize.py", str(src), str(tmp_path / "out"), f"--ckpt={siggraph_weights}", "--size=64", "--runtime=torch")
+    assert code == 1 and f"skipped {src / '1.png'}: " in err and "size 1e+308" in err
+    assert err.strip().splitlines()[-1].endswith("1 of 3 files failed (named above); the other 2 written")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "2.png"]
+
+
 def test_an_eccv16_model_given_hints_says_which_model_takes_them(script, release_weights, photo, tmp_path):
     (tmp_path / "ok.json").write_text('{"points": [{"x": 1, "y": 1, "color": "red"}]}')
-    code, err = script("colorize.py", str(photo), str(tmp_path / "o.png"), f"--ckpt={release_weights}", f"--hints={tmp_path / 'ok.json'}")
+    code, err = script("colorize.py", str(photo), str(tmp_path / "o.png"), f"--ckpt={release_weights}", f"--hints={tmp_path / 'ok.json'}", "--runtime=torch")
     assert code == 1 and "is an ECCV16 model, which has no hint input; use --ckpt=siggraph17" in err
     assert not (tmp_path / "o.png").exists()
 

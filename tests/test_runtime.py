@@ -4,6 +4,7 @@ colorize.py with them (the same files written)."""
 from __future__ import annotations
 
 import builtins
+import shutil
 
 import numpy as np
 import pytest
@@ -50,7 +51,9 @@ def sig():
 
 @pytest.mark.parametrize("rt, precision", list(BOUNDS))
 def test_each_precision_stays_within_its_bound_of_fp32(sig, rt, precision, monkeypatch, calibration):
-    monkeypatch.setattr(runtime, "has_bf16", lambda: True)  # the bound is about the arithmetic, not this CPU
+    if (rt, precision) == ("openvino", "bf16") and not runtime.has_bf16():
+        pytest.skip(f"this CPU ({runtime.cpu_class()}) has no bf16 units: OpenVINO runs f32 (the refusal is tested below)")
+    monkeypatch.setattr(runtime, "has_bf16", lambda: True)  # torch's bf16 is the arithmetic on any CPU (emulated without units)
     L, ab = data.uint8_to_lab(photos(20, 8))  # held out from the calibration photos
     given = hints.sweep(ab, 5, list(range(8)))
     with torch.no_grad():
@@ -87,11 +90,11 @@ def test_a_converted_model_is_cached_per_weights_and_precision(sig, cache, monke
 def test_refusals_are_one_line(monkeypatch):
     with pytest.raises(runtime.RuntimeChoiceError, match="int8 needs --runtime=openvino"):
         runtime.check("torch", "int8")
-    with pytest.raises(runtime.RuntimeChoiceError, match="use torch or openvino"):
+    with pytest.raises(runtime.RuntimeChoiceError, match="use auto, torch or openvino"):
         runtime.check("onnx", "fp32")
     monkeypatch.setattr(runtime, "has_bf16", lambda: False)
     with pytest.raises(runtime.RuntimeChoiceError, match="no bf16 units.*--fallback=True"):
-        runtime.check("openvino", "bf16")
+        runtime.check("openvino", "bf16", fallback=False)  # colorize.py, which has --fallback
     assert runtime.check("openvino", "bf16", fallback=True) == "fp32"
     assert runtime.check("torch", "bf16", device="cuda") == "bf16"  # on a GPU, the CPU's bf16 units do not matter
     with pytest.raises(runtime.RuntimeChoiceError, match="runs on the CPU at temperature 1.*--device=cuda"):
@@ -115,7 +118,8 @@ def test_colorize_with_openvino_int8_writes_the_same_files_close_to_fp32(script,
         exif = Image.Exif()
         exif[0x010E] = f"photo {i}"  # ImageDescription: metadata the output keeps
         Image.fromarray(synthetic_rgb(i, 72, 96)).save(src / f"{i}.jpg", quality=95, exif=exif)
-    code, err = script("colorize.py", str(src), str(tmp_path / "exact"), f"--ckpt={siggraph_weights}", "--size=64")
+    code, err = script("colorize.py", str(src), str(tmp_path / "exact"), f"--ckpt={siggraph_weights}", "--size=64",
+                       "--runtime=torch")
     assert code == 0, err
     code, err = script("colorize.py", str(src), str(tmp_path / "int8"), f"--ckpt={siggraph_weights}", "--size=64",
                        "--runtime=openvino", "--precision=int8", "--calibration_images=3")  # the job's own photos
@@ -181,3 +185,129 @@ def test_evaluate_with_openvino_gives_torchs_metrics(script, siggraph_weights, t
         assert a["hints"] == b["hints"] and a["l1_ab"] == pytest.approx(b["l1_ab"], abs=1e-3) and a["psnr"] == pytest.approx(b["psnr"], abs=1e-3)
     code, err = script("evaluate.py", f"--ckpt={siggraph_weights}", f"--dataset={d}", "--runtime=openvino", "--precision=int8")
     assert code == 1 and "needs --calibration=FOLDER" in err
+
+
+AVX2 = {"fma", "avx2"}  # an AMD EPYC Zen 2 or most laptops
+BF16 = AVX2 | {"avx512f", "avx512_vnni", "avx512_bf16"}  # this project's usual VM (AMD EPYC Zen 4)
+
+
+@pytest.mark.parametrize("flags, cls", [(AVX2, "AVX2"), (AVX2 | {"avx_vnni"}, "AVX2 VNNI"), (AVX2 | {"avx512f"}, "AVX-512"),
+                                        (AVX2 | {"avx512f", "avx512_vnni"}, "AVX-512 VNNI"), (BF16, "AVX512-BF16"),
+                                        (BF16 | {"amx_bf16"}, "AMX")])
+def test_the_cpu_class_comes_from_the_flags_and_onednns_cap(flags, cls, monkeypatch, tmp_path):
+    assert runtime.cpu_class(flags) == cls
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"model name\t: AMD EPYC\nflags\t\t: {' '.join(sorted(flags))}\n")
+    real = runtime.Path
+    monkeypatch.setattr(runtime, "Path", lambda p: real(cpuinfo) if p == "/proc/cpuinfo" else real(p))
+    assert runtime.cpu_class() == cls and runtime.has_bf16() == (cls in ("AVX512-BF16", "AMX"))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # kernels capped to AVX2: no bf16 units for them
+    assert runtime.cpu_class().startswith("AVX2") and not runtime.has_bf16()
+
+
+def test_auto_picks_the_fastest_on_each_cpu_class_and_says_so(monkeypatch):
+    monkeypatch.setattr(runtime.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: AVX2)
+    rt, precision, note = runtime.choose("auto", "auto")
+    assert (rt, precision) == ("torch", "fp32") and "AVX2: no bf16 units" in note and "\n" not in note
+    assert runtime.choose("auto", "int8")[:2] == ("openvino", "int8")  # asked for: int8 runs on OpenVINO only
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: BF16)
+    rt, precision, note = runtime.choose("auto", "auto")
+    assert (rt, precision) == ("openvino", "bf16") and "AVX512-BF16" in note
+    assert runtime.choose("auto", "auto", temperature=0.5)[:2] == ("torch", "bf16")  # OpenVINO holds temperature 1
+    assert runtime.choose("auto", "auto", device="cuda")[:2] == ("torch", "fp32")
+    assert runtime.choose("torch", "auto") == ("torch", "fp32", "")  # torch alone: the exact path, as before
+    assert runtime.choose("openvino", "auto")[:2] == ("openvino", "bf16")
+    assert runtime.choose("torch", "fp32") == ("torch", "fp32", "")
+    monkeypatch.setattr(runtime, "_openvino_installed", lambda: False)
+    assert runtime.choose("auto", "auto")[:2] == ("torch", "bf16")  # not installed: torch's own bf16
+
+
+def test_the_cache_key_names_the_cpu_class(monkeypatch):
+    G = varied_generator(1)
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: AVX2)
+    avx2 = runtime._key(G, 64, "fp32", "")
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: BF16)
+    assert runtime._key(G, 64, "fp32", "") != avx2  # one model name ("AMD EPYC"), two classes: two entries
+
+
+def test_bf16_refused_without_units_names_only_options_the_script_has(monkeypatch):
+    monkeypatch.setattr(runtime, "has_bf16", lambda: False)
+    with pytest.raises(runtime.RuntimeChoiceError) as e:
+        runtime.check("openvino", "bf16")  # evaluate.py and app.py have no --fallback
+    assert "--fallback" not in str(e.value) and "--precision=fp32" in str(e.value)
+
+
+@pytest.mark.parametrize("damage", ["zeroed", "truncated", "garbage xml"])
+def test_a_damaged_cache_entry_is_converted_again(damage, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COLORGAN_CACHE", str(tmp_path))
+    G = varied_generator(1)
+    L, _ = data.uint8_to_lab(photos(30, 2))
+    good = runtime.prepare(G, "openvino", "fp32", 64)(L)
+    folder = next((tmp_path / "openvino").glob("eccv16-64-fp32-*"))
+    shutil.rmtree(tmp_path / "openvino" / "compiled")  # OpenVINO's compiled blob gone: the IR is what is read
+    bin_, xml = folder / "model.bin", folder / "model.xml"
+    if damage == "zeroed":  # the same size, wrong weights: it would run, with wrong colours
+        raw = bytearray(bin_.read_bytes())
+        raw[len(raw) // 4: len(raw) // 2] = bytes(len(raw) // 2 - len(raw) // 4)
+        bin_.write_bytes(bytes(raw))
+    elif damage == "truncated":
+        bin_.write_bytes(bin_.read_bytes()[:1000])
+    else:
+        xml.write_text("<not a model")
+    capsys.readouterr()
+    again = runtime.prepare(G, "openvino", "fp32", 64)(L)
+    assert "is damaged: made again" in capsys.readouterr().err
+    assert torch.equal(again, good) and runtime.intact(folder)
+
+
+def test_a_cache_that_cannot_be_written_is_one_line_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("COLORGAN_CACHE", str(tmp_path / "file"))
+    G = varied_generator(1)
+    L, _ = data.uint8_to_lab(photos(30, 2))
+    out = runtime.prepare(G, "openvino", "fp32", 64)(L)
+    assert "cannot write the OpenVINO cache" in capsys.readouterr().err
+    assert (out - G(L).detach()).abs().max() < 0.05
+
+
+def test_int8_with_hints_is_refused_before_the_weights_load(script, siggraph_weights, tmp_path, monkeypatch):
+    import models
+
+    Image.fromarray(synthetic_rgb(0, 48, 64)).save(tmp_path / "p.png")
+    (tmp_path / "h.json").write_text('{"points": [{"x": 10, "y": 10, "color": "red"}]}')
+    monkeypatch.setattr(models, "load_generator", lambda *a, **k: pytest.fail("the weights loaded"))
+    code, err = script("colorize.py", str(tmp_path / "p.png"), str(tmp_path / "o.png"), f"--ckpt={siggraph_weights}",
+                       f"--hints={tmp_path / 'h.json'}", "--runtime=openvino", "--precision=int8")
+    assert code == 1 and "int8 loses hints" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_int8_calibrates_on_the_whole_job_when_resuming_and_a_stop_there_is_one_line(script, release_weights, tmp_path,
+                                                                                      monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        Image.fromarray(synthetic_rgb(i, 48, 64)).save(src / f"{i}.png")
+    calibrated = []
+
+    def prepare(G, rt, precision, size, photos, *args, **kw):
+        calibrated.append(list(photos))
+        return G
+
+    monkeypatch.setattr(runtime, "prepare", prepare)
+    args = [str(src), str(tmp_path / "out"), f"--ckpt={release_weights}", "--size=64", "--runtime=openvino", "--precision=int8"]
+    assert script("colorize.py", *args)[0] == 0
+    (tmp_path / "out" / "1.png").unlink()
+    (tmp_path / "out" / "2.png").write_bytes(b"")  # a zero-byte output (another tool's crash) is not done
+    code, err = script("colorize.py", *args, "--skip_existing=True")
+    assert code == 0 and "2 outputs exist, 2 to do" in err, err
+    assert calibrated[0] == calibrated[1] == sorted(src.iterdir())  # one calibration set, one model for the archive
+    assert Image.open(tmp_path / "out" / "2.png").size == (64, 48)
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runtime, "prepare", interrupted)  # Ctrl-C while converting or calibrating
+    code, err = script("colorize.py", *args[:1], str(tmp_path / "out2"), *args[2:])
+    assert code == 130 and "Traceback" not in err and "stopped by SIGINT while preparing the model" in err
+    assert not (tmp_path / "out2").exists()

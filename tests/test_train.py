@@ -388,3 +388,8 @@ def test_the_gan_stage_trains_a_siggraph17_generator_with_hints(script, split_ph
     assert len(given) >= 3 and any(c > 0 for c in given)  # each step's G saw simulated hints
     ckpt = models.load_checkpoint(tmp_path / "gan" / "ckpt.pt")
     assert models.state_arch(ckpt["generator_ema"]) == "siggraph17" and "hint_rng" in ckpt
+
+
+def test_tinted_photos_refuses_a_folder_without_enough_photos(script, tmp_path):
+    code, err = script(".ci/tinted_photos.py", str(tmp_path / "missing"), str(tmp_path / "out"))
+    assert code == 1 and "0 photos, not more than --held_out=64" in err and not (tmp_path / "out").exists()

@@ -18,7 +18,7 @@ SMALL = "--size=64"
 @pytest.fixture
 def colorize(script, release_weights):
     def run(*args) -> tuple[int, str]:
-        return script("colorize.py", *map(str, args), f"--ckpt={release_weights}", SMALL)
+        return script("colorize.py", *map(str, args), f"--ckpt={release_weights}", SMALL, "--runtime=torch")
 
     return run
 
