@@ -11,6 +11,7 @@
 8. jobs: the folder and video jobs' throughput under each runtime and precision
 9. size: the model at 224 and 192 instead of 256: latency and colour (the lever where no precision is faster)
 10. reference: a reference photo's matching per photo beside the SIGGRAPH17 forward, and its once-per-job side
+11. keyframes: clips panned over photos coloured from their true first frame: PSNR by frame, CDC, vs without it
 
 Every figure is for this CPU's class (printed first, and in the JSON): AVX2, AVX-512 VNNI, AVX512-BF16 or AMX differ
 by 2-4x in what each runtime and precision gains. ONEDNN_MAX_CPU_ISA=AVX2 caps torch's and OpenVINO's kernels to an
@@ -54,7 +55,7 @@ weights = ""  # release-format weights for inference ('' = random weights: the s
 siggraph_weights = ""  # SIGGRAPH17 weights for the runtime section ('' = random weights)
 calibration_images = runtime.CALIBRATION_IMAGES  # runtime: int8 calibration photos (taken after the held-out ones)
 num_workers = 2  # DataLoader workers for the data benchmark
-sections = "data,train,eval,infer,folder,video,runtime,jobs,size,reference"  # which benchmarks to run
+sections = "data,train,eval,infer,folder,video,runtime,jobs,size,reference,keyframes"  # which benchmarks to run
 # -----------------------------------------------------------------------------
 config, _ = configurator.configure(globals())
 device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
@@ -480,7 +481,7 @@ def bench_runtime() -> None:
         G = models.load_generator(spec or "scratch", arch=arch)
         with torch.no_grad():
             exact = {n: G(L, given if n else None) for n in ((0, 10) if G.takes_hints else (0,))}
-        base = {}
+        base, speed = {}, {}
         for rt, precision in COMBOS:
             if runtime.check(rt, precision, fallback=True) != precision:
                 continue
@@ -494,6 +495,7 @@ def bench_runtime() -> None:
             with torch.no_grad():
                 ms = 1000 * median_time(lambda: g(L[:1], given[:1] if G.takes_hints else None), 8, warmup=2)
                 base.setdefault("ms", ms)
+                speed[rt, precision] = ms
                 report("runtime", f"{name}: 256x256 batch 1", ms, "ms")
                 report("runtime", f"{name}: speed-up vs torch fp32", base["ms"] / ms, "x")
                 for n, ref in exact.items():
@@ -508,6 +510,8 @@ def bench_runtime() -> None:
                     report("runtime", f"{tag}: ab error vs fp32, 99.9th pct", err.quantile(0.999), "Lab")
                     report("runtime", f"{tag}: PSNR change vs fp32", psnr - base[n][0], "dB")
                     report("runtime", f"{tag}: delta-CF change vs fp32", dcf - base[n][1], "")
+        chosen = runtime.choose("auto", "auto")[:2]  # what colorize.py and the app run here without a flag
+        report("runtime", f"{arch} auto = {' '.join(chosen)}: speed-up vs torch fp32", base["ms"] / speed[chosen], "x")
 
 
 def bench_size() -> None:
@@ -558,6 +562,73 @@ def bench_reference() -> None:
     report("reference", "the reference's features, once per job", once, "ms")
 
 
+def panning_clip(photo: Path, frames: int, size: int = 256) -> Path:
+    """A colour clip made from one photo: a window of 70% of its height panning across it and zooming in by a tenth,
+    as a slow camera move (H.264, crf 12, 24 fps)."""
+    import av
+
+    img = load_image(photo)
+    clip = tmp / f"pan-{photo.stem}-{frames}.mp4"
+    with av.open(str(clip), "w") as c:
+        s = c.add_stream("libx264", rate=24)
+        s.width, s.height, s.pix_fmt, s.options = size, size, "yuv420p", {"crf": "12"}
+        for i in range(frames):
+            f = i / max(1, frames - 1)
+            side = img.height * 0.7 * (1 - 0.1 * f)
+            x, y = f * (img.width - side), (img.height - side) / 2
+            frame = img.resize((size, size), Image.BICUBIC, box=(x, y, x + side, y + side))
+            c.mux(s.encode(av.VideoFrame.from_ndarray(np.asarray(frame), format="rgb24")))
+        c.mux(s.encode())
+    return clip
+
+
+def cdc(frames: list[np.ndarray], d: int) -> float:
+    """Colour distribution consistency (ColorMNet's evaluation): the mean Jensen-Shannon divergence of each RGB channel's
+    256-bin histogram between frames t and t + d."""
+    from scipy.spatial.distance import jensenshannon
+
+    hist = [[np.bincount(f[..., c].ravel(), minlength=256) / f[..., c].size for c in range(3)] for f in frames]
+    return float(np.mean([jensenshannon(a[c], b[c], base=2) ** 2 for a, b in zip(hist, hist[d:]) for c in range(3)]))
+
+
+def bench_keyframes() -> None:
+    """11. a film coloured from its first frame (ColorMNet's protocol): colour clips panned over held-out photos, their
+    true first frame the keyframe's reference; PSNR by frame index and CDC, beside each frame on its own and the
+    temporal filter alone (SIGGRAPH17, --siggraph_weights; the matching's VGG19 random here: weights change no compute)."""
+    G = models.load_generator(siggraph_weights or "scratch", arch="siggraph17")
+    n = 120  # ColorMNet's question: does the colour drift from the reference over 100+ frames?
+    import hints as hint_files
+
+    runs = {"each frame on its own": {}, "temporal filter (default)": {}, "keyframe + filter": {}}
+    for photo in held_out_split()[0][:1 if quick else 3]:
+        clip = panning_clip(photo, n)
+        truth = video.read_frames(clip)[0]
+        key = tmp / "key.png"
+        Image.fromarray(truth[0]).save(key)
+        guide = reference.Guide(reference.Matcher("random"))
+        for name, out in runs.items():
+            follow = video.Follow({0: hint_files.Keyframe(0, None, hint_files.Hints("bench", reference=key))}, guide) \
+                if name.startswith("keyframe") else None
+            t = time.perf_counter()
+            video.colorize_video(G, clip, tmp / "out.mp4", temporal=0 if name.startswith("each") else 0.6, progress=False,
+                                 follow=follow)
+            out.setdefault("s", []).append(time.perf_counter() - t)
+            got = video.read_frames(tmp / "out.mp4")[0]
+            psnr = [losses.psnr(torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255,
+                                torch.from_numpy(b).permute(2, 0, 1)[None].float() / 255).item() for a, b in zip(got, truth)]
+            out.setdefault("psnr", []).append(psnr)
+            for d in (1, 2, 4):
+                out.setdefault(f"cdc{d}", []).append(cdc(got, d))
+    for name, out in runs.items():
+        psnr = np.mean(out["psnr"], 0)
+        for i in (1, 30, 60, 90, n - 1):
+            report("keyframes", f"{name}: PSNR at frame {i}", psnr[i], "dB")
+        report("keyframes", f"{name}: PSNR, mean of {n} frames", psnr.mean(), "dB")
+        for d in (1, 2, 4):
+            report("keyframes", f"{name}: CDC x 1000, d={d}", 1000 * np.mean(out[f"cdc{d}"]), "")
+        report("keyframes", f"{name}: frames/s", n / np.mean(out["s"]), "frames/s")
+
+
 def bench_jobs() -> None:
     """8. the jobs under each runtime and precision (ECCV16, the default model): a folder of 1-12 MP photos, a clip."""
     os.environ["COLORGAN_CACHE"] = str(tmp / "cache")
@@ -588,7 +659,7 @@ def bench_jobs() -> None:
 
 SECTIONS = {"data": bench_data, "train": bench_train, "eval": bench_eval, "infer": bench_infer, "folder": bench_folder,
             "video": bench_video, "runtime": bench_runtime, "jobs": bench_jobs, "size": bench_size,
-            "reference": bench_reference}
+            "reference": bench_reference, "keyframes": bench_keyframes}
 for name in sections.split(","):
     if name not in SECTIONS:
         sys.exit(f"bench.py: unknown section {name!r} (use some of {','.join(SECTIONS)})")

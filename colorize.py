@@ -4,6 +4,8 @@
   python colorize.py film.mp4 film-color.mp4    one video, sound kept (see video.py)
   python colorize.py archive/ colored/          a folder tree, mirrored; --skip_existing=True resumes it
   python colorize.py in.jpg out.png --ckpt=siggraph17 --hints=hints.json    colour where you say (or --hints=layer.png)
+  python colorize.py film.mp4 --keyframes=keys/       each scene's first frame as a PNG, to colour by hand
+  python colorize.py film.mp4 out.mp4 --ckpt=siggraph17 --keyframes=keys/   each scene follows its coloured keyframe
 
 A SIGGRAPH17 model takes hints: --hints for one photo (JSON points or a painted RGBA layer, see hints.py); in a folder
 job, photo.hints.json beside photo.jpg. --reference=ref.jpg (or "reference" in a hint file) colours photos like a
@@ -48,6 +50,7 @@ reference_top_k = references.TOP_K  # and the k most confident cells always do (
 reference_temperature = references.TEMPERATURE  # softmax temperature of the matching (lower: each cell takes one match)
 reference_layers = ",".join(references.DEFAULT_LAYERS)  # VGG19 layers matched: some of relu3_2, relu4_2, relu5_2
 vgg_weights = "imagenet"  # the matching's VGG19: imagenet (torchvision's, downloaded once, hash-checked), random or a file
+keyframes = ""  # a video: a folder for its scenes' first frames (written there when it has none; coloured ones are followed)
 size = 256  # the model's input size (the release uses 256)
 temperature = 1.0  # annealed-mean temperature in (0, 1]: 1 is the release's mean, 0.38 the paper's (more saturated)
 device = "auto"  # auto, cpu, cuda, cuda:N or mps
@@ -68,6 +71,19 @@ max_pixels = data.MAX_PIXELS  # refuse larger images (decompression bombs)
 max_video_pixels = video.MAX_PIXELS  # refuse videos with larger frames (8K is 33 MP; memory grows with the frame)
 # -----------------------------------------------------------------------------
 config, paths = configurator.configure(globals(), positional=True)
+if keyframes and len(paths) == 1:  # colorize.py film.mp4 --keyframes=DIR: the scenes' first frames, nothing else
+    try:
+        if not paths[0].lower().endswith(tuple(video.VIDEO_SUFFIXES)):
+            raise video.VideoError(f"{paths[0]}: --keyframes writes a video's scenes' first frames (give a video)")
+        if os.path.isdir(keyframes) and any(Path(keyframes).glob("*.png")):
+            raise video.VideoError(f"--keyframes={keyframes}: already holds PNGs (give a new folder; nothing is replaced)")
+        written = video.dump_keyframes(Path(paths[0]), Path(keyframes).expanduser(), max_pixels=max_video_pixels)
+    except (video.VideoError, OSError) as e:
+        print(f"colorize.py: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"colorize.py: {len(written)} scenes: their first frames are in {keyframes}; colour any of them (the app, an "
+          f"editor), then: python colorize.py {paths[0]} OUT.mp4 --ckpt=siggraph17 --keyframes={keyframes}", file=sys.stderr)
+    sys.exit(0)
 
 
 def fail(message: str) -> None:
@@ -139,19 +155,53 @@ for folder in sorted({dst.parent for _, dst in jobs}):  # an unwritable output f
         folder = folder.parent
     if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
         fail(f"{folder}: cannot write {'there' if folder.is_dir() else 'under it (not a folder)'}: nothing was done")
+film = len(planned) == 1 and planned[0][0].suffix.lower() in video.VIDEO_SUFFIXES  # one video (keyframes, if any)
+if film:
+    try:  # what its header tells is checked before the weights load
+        video.check(planned[0][0], max_video_pixels)
+    except video.VideoError as e:
+        fail(str(e))
 failed = []  # one line for each file that could not be done; the job goes on with the others
 refused = set()  # photos whose sidecar cannot be used
 hints_for = {}  # photo -> its hints, each file read and checked before the weights load
 given = Path(reference).expanduser() if reference else None
 guide = references.Guide(None, reference_threshold, reference_top_k, size, max_pixels)  # each reference read once
+due = {}  # the film's frame index -> its keyframe, all checked before the weights load
 try:
-    if reference and any(src.suffix.lower() in video.VIDEO_SUFFIXES for src, _ in jobs):
-        fail(f"--reference={reference}: references for videos are not supported yet (photos only)")
-    if hints:
+    if (reference or keyframes) and not film and any(src.suffix.lower() in video.VIDEO_SUFFIXES for src, _ in jobs):
+        fail("a reference or keyframes for videos in a folder job: give each video on its own (colorize.py film.mp4 "
+             "out.mp4 --reference=... or --keyframes=...)")
+    if keyframes and not film:
+        fail(f"--keyframes={keyframes}: keyframes are a video's (colorize.py film.mp4 out.mp4 --keyframes=DIR)")
+    if film and (hints or reference or keyframes):
+        found = ()
+        if hints:
+            found = hint_files.read(hints).keyframes
+            if not found:
+                fail(f"--hints={hints}: a video's hint file lists keyframes: {{\"keyframes\": [{{\"time\": 12.5, "
+                     "\"reference\": \"still.jpg\", \"points\": [...]}, ...]}")
+        if given:  # --reference alone: a keyframe at the first frame
+            found += (hint_files.Keyframe(0, None, hint_files.Hints("--reference", reference=given)),)
+        if keyframes:
+            if not os.path.isdir(keyframes):
+                fail(f"--keyframes={keyframes}: no such folder (colorize.py {paths[0]} --keyframes={keyframes} writes it)")
+            from_folder, gray = video.keyframes_from(Path(keyframes).expanduser())
+            if not from_folder:
+                fail(f"--keyframes={keyframes}: no coloured keyframe there ({len(gray)} still gray): colour some first")
+            if gray:
+                print(f"colorize.py: {len(gray)} keyframes in {keyframes} are still gray: those scenes are coloured as "
+                      "without keyframes", file=sys.stderr)
+            found += from_folder
+        try:
+            due = video.keyframe_frames(planned[0][0], found)
+        except video.VideoError as e:
+            fail(str(e))
+        for k in found:
+            if k.hints.reference:
+                guide.photo(k.hints.reference)
+    elif hints:
         if len(paths) != 2 or os.path.isdir(paths[0]):
             fail(f"--hints={hints}: hints are for one photo (in a folder job, put NAME.hints.json beside each photo)")
-        if paths[0].lower().endswith(tuple(video.VIDEO_SUFFIXES)):
-            fail(f"--hints={hints}: hints for videos are not supported yet (a photo only)")
         if ckpt == "eccv16" and not reference:
             fail(f"--hints={hints}: eccv16 has no hint input; use --ckpt=siggraph17 or a model trained with --arch=siggraph17")
         hints_for = {src: hint_files.read(hints) for src, _ in jobs}  # none when --skip_existing found it done
@@ -164,7 +214,7 @@ try:
         guide.photo(given)
 except (hint_files.HintError, references.ReferenceError) as e:
     fail(str(e))
-if not hints:  # sidecars: a broken one skips its photo, named and counted, as an unreadable photo does
+if not hints and not film:  # sidecars: a broken one skips its photo, named and counted, as an unreadable photo does
     for src, dst in list(jobs):
         try:
             if os.path.lexists(hint_files.sidecar(src)):
@@ -181,16 +231,11 @@ if not hints:  # sidecars: a broken one skips its photo, named and counted, as a
             refused.add(src)
             if len(jobs) > 1:  # one file's error is the closing line below
                 print(f"colorize.py: skipped {src}: {e}", file=sys.stderr)
-if precision == "int8" and hints_for:
+if precision == "int8" and (hints_for or due):
     fail("--precision=int8 loses hints (the hint squares' ab error reaches 28, the README's Speed): use --precision=bf16 "
          "or fp32 with hints or a reference")
 if failed and len(jobs) == 1:
     fail(failed[0])
-if len(jobs) == 1 and jobs[0][0].suffix.lower() in video.VIDEO_SUFFIXES:
-    try:  # one video: what its header tells is checked before the weights load
-        video.check(jobs[0][0], max_video_pixels)
-    except video.VideoError as e:
-        fail(str(e))
 device = pick_device("cpu" if runtime == "openvino" else device)
 if chosen:
     print(chosen.replace("colorgan:", "colorize.py:"), file=sys.stderr)
@@ -237,7 +282,10 @@ try:
         hints_for = {src: hint_files.Hints(h.source, reference=h.reference) for src, h in hints_for.items() if h.reference}
     elif not G.takes_hints:
         hints_for = {}
-    if matched and G.takes_hints:
+    if due and not G.takes_hints:
+        fail(f"{ckpt} is an ECCV16 model, which has no hint input: keyframes need --ckpt=siggraph17 or a model trained "
+             "with --arch=siggraph17")
+    if (matched or due) and G.takes_hints:
         try:
             guide.matcher = references.Matcher(vgg_weights, tuple(reference_layers.split(",")), reference_temperature).to(device)
         except (losses.VGGError, references.ReferenceError) as e:
@@ -259,7 +307,8 @@ try:
             raise KeyboardInterrupt(stopping[0])
         try:
             video.colorize_video(G, src, dst, size=size, temperature=temperature, temporal=temporal, batch_size=batch_size,
-                                 crf=crf, codec=codec, max_pixels=max_video_pixels)
+                                 crf=crf, codec=codec, max_pixels=max_video_pixels,
+                                 follow=video.Follow(due, guide) if due else None)
         except video.VideoError as e:
             failed.append(str(e))
             if len(jobs) > 1:  # one file's error is the closing line below

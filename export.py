@@ -48,9 +48,11 @@ config, paths = configurator.configure(globals(), positional=True)
 ONNX_TOLERANCE = 0.1  # ab, Lab units: well under one 8-bit level; a graph that ignores L is off by ~10
 ROOT = Path(__file__).resolve().parent
 EXPORT_FILES = {"README.md", "config.json", "model.safetensors", "model.onnx", "openvino"}  # what an export folder holds
-SPACE_FILES = ["app.py", "configurator.py", "data.py", "hints.py", "models.py", "runtime.py", ".streamlit/config.toml"]  # app.py and what it imports
-SPACE_PACKAGES = {"torch", "numpy", "pillow", "tqdm", "streamlit", "streamlit-image-coordinates", "safetensors", "huggingface_hub",
-                  "openvino"}  # openvino: --runtime=openvino with a shipped model (nncf only calibrates, which export.py did)
+SPACE_FILES = ["app.py", "configurator.py", "data.py", "hints.py", "losses.py", "models.py", "reference.py", "runtime.py",
+               ".streamlit/config.toml"]  # app.py and what it imports
+SPACE_PACKAGES = {"torch", "torchvision", "numpy", "pillow", "tqdm", "streamlit", "streamlit-image-coordinates", "safetensors",
+                  "huggingface_hub", "openvino"}  # openvino: --runtime=openvino with a shipped model (nncf only calibrates,
+# which export.py did); torchvision: a reference photo's VGG19 matching
 
 
 def fail(message: str) -> None:
@@ -170,7 +172,7 @@ def dockerfile(ckpt: str) -> str:
     return "\n".join(["FROM python:3.11-slim", "RUN useradd -m -u 1000 user", "USER user",
                       "ENV HOME=/home/user PATH=/home/user/.local/bin:$PATH", "WORKDIR /home/user/app",
                       "COPY --chown=user requirements.txt .",
-                      "RUN pip install --no-cache-dir torch --index-url https://download.pytorch.org/whl/cpu && \\",
+                      "RUN pip install --no-cache-dir torch torchvision --index-url https://download.pytorch.org/whl/cpu && \\",
                       "    pip install --no-cache-dir -r requirements.txt",
                       "COPY --chown=user . .", "EXPOSE 8501", f"CMD {json.dumps(command)}", ""])
 

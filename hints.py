@@ -50,11 +50,20 @@ class Point:
 
 @dataclass(frozen=True)
 class Hints:
-    """What a hint file says: points (and a reference photo), or a painted RGBA layer."""
+    """What a hint file says: points (and a reference photo), or a painted RGBA layer; a video's, its keyframes."""
     source: str
     points: tuple[Point, ...] = ()
     layer: Image.Image | None = None
     reference: Path | None = None
+    keyframes: tuple[Keyframe, ...] = ()
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """A video's keyframe: its frame (an index) or time (seconds), and the hints its scene follows from there."""
+    frame: int | None
+    time: float | None
+    hints: Hints
 
 
 def sidecar(photo: Path) -> Path:
@@ -93,14 +102,58 @@ def _number(point: dict, key: str, where: str, positive: bool = False) -> float:
     return float(v)
 
 
+def _time(value: object, where: str) -> float:
+    """A keyframe's time: seconds, or "HH:MM:SS.mmm" (or "MM:SS.mmm"); one line when it is neither."""
+    if isinstance(value, str):
+        parts = value.strip().split(":")
+        try:
+            if 1 < len(parts) <= 3 and all(parts):
+                seconds = sum(float(p) * 60 ** i for i, p in enumerate(reversed(parts)))
+                if math.isfinite(seconds) and seconds >= 0:
+                    return seconds
+        except ValueError:
+            pass
+        raise HintError(f"{where}: time {value[:30]!r} is not seconds or HH:MM:SS.mmm")
+    seconds = _number({"time": value}, "time", where)
+    if seconds < 0:
+        raise HintError(f"{where}: time {seconds:g} is before the start")
+    return seconds
+
+
+def _keyframes(doc: dict, source: str) -> tuple[Keyframe, ...]:
+    """A video's {"keyframes": [{"time" or "frame", "points"?, "reference"?}, ...]}."""
+    if not isinstance(doc["keyframes"], list) or not doc["keyframes"]:
+        raise HintError(f"{source}: keyframes must be a list like [{{\"time\": 12.5, \"reference\": \"still.jpg\"}}]")
+    if len(doc["keyframes"]) > MAX_POINTS:
+        raise HintError(f"{source}: {len(doc['keyframes'])} keyframes, more than {MAX_POINTS:,}")
+    found = []
+    for i, k in enumerate(doc["keyframes"]):
+        where = f"{source}: keyframe {i + 1}"
+        if not isinstance(k, dict) or ("time" in k) == ("frame" in k):
+            raise HintError(f"{where}: give its \"time\" (seconds or HH:MM:SS.mmm) or its \"frame\" (from 0), one of them")
+        unknown = set(k) - {"time", "frame", "points", "reference"}
+        if unknown:
+            raise HintError(f"{where}: unknown key {sorted(unknown)[0]!r} (a keyframe has time or frame, points, reference)")
+        if "frame" in k and (isinstance(k["frame"], bool) or not isinstance(k["frame"], int) or not 0 <= k["frame"] < 2**31):
+            raise HintError(f"{where}: frame must be a frame number from 0, not {_short(k['frame'])}")
+        if not k.get("points") and not k.get("reference"):
+            raise HintError(f"{where}: has neither points nor a reference: nothing to follow")
+        h = parse_json(json.dumps({key: k[key] for key in ("points", "reference") if key in k}), source)
+        found.append(Keyframe(k.get("frame"), _time(k["time"], where) if "time" in k else None, h))
+    return tuple(found)
+
+
 def parse_json(text: str, source: str) -> Hints:
-    """{"points": [{"x", "y", "color", "size"?}, ...]} -> Hints; one line naming the first fault."""
+    """{"points": [{"x", "y", "color", "size"?}, ...], "reference"?} (a video's: {"keyframes": [...]}) -> Hints; one
+    line naming the first fault."""
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise HintError(f"{source}: not valid JSON ({e})") from None
     except RecursionError:
         raise HintError(f"{source}: nested too deeply to be a hint file") from None
+    if isinstance(doc, dict) and "keyframes" in doc:
+        return Hints(source, keyframes=_keyframes(doc, source))
     if not isinstance(doc, dict) or not isinstance(doc.get("points", []), list) or not ("points" in doc or "reference" in doc):
         raise HintError(f"{source}: expected {{\"points\": [{{\"x\": ..., \"y\": ..., \"color\": \"#rrggbb\"}}, ...]}} "
                         "and/or {\"reference\": \"photo.jpg\"}")

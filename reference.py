@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -115,13 +116,23 @@ def cells(warped: torch.Tensor, confidence: torch.Tensor, threshold: float = THR
     return [(r, c, ab[:, r, c]) for r, c in keep.nonzero().tolist()]
 
 
-def points(matcher: Matcher, ref: Reference, L: torch.Tensor, width: int, height: int, threshold: float = THRESHOLD,
-           top_k: int = TOP_K) -> tuple[hints.Point, ...]:
-    """The hint points a reference gives a width x height photo whose model input is L (1,1,s,s): each kept cell's
-    colour (its ab at the photo's mean L there, as RGB) at its centre, in the photo's pixels."""
-    if ref.features is None:  # once per reference: a folder job matches every photo against the same features
-        ref.features = matcher.features(ref.L)
-    warped, confidence = matcher.warp(matcher.features(L), ref.features, ref.ab)
+def points(matcher: Matcher, refs: Reference | Sequence[Reference], L: torch.Tensor, width: int, height: int,
+           threshold: float = THRESHOLD, top_k: int = TOP_K, handicaps: Sequence[float] = ()) -> tuple[hints.Point, ...]:
+    """The hint points a reference (or several: each position takes the most confident one's colour, as a film's frame
+    takes its keyframe's or the previous frame's) gives a width x height photo whose model input is L (1,1,s,s): each
+    kept cell's colour (its ab at the photo's mean L there, as RGB) at its centre, in the photo's pixels."""
+    own = matcher.features(L)
+    warped = confidence = score = None
+    for j, ref in enumerate([refs] if isinstance(refs, Reference) else refs):
+        if ref.features is None:  # once per reference: a folder job matches every photo against the same features
+            ref.features = matcher.features(ref.L)
+        w, c = matcher.warp(own, ref.features, ref.ab)
+        s = c - (handicaps[j] if j < len(handicaps) else 0)  # a handicapped reference wins only by that much more
+        if warped is None:
+            warped, confidence, score = w, c, s
+        else:
+            take = s > score
+            warped, confidence, score = torch.where(take[:, None], w, warped), torch.where(take, c, confidence), torch.maximum(s, score)
     size = L.shape[-1]
     side = CELL * size // 256
     found = []

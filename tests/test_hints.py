@@ -16,7 +16,7 @@ import data
 import hints
 import losses
 import models
-from conftest import synthetic_rgb, varied_generator
+from conftest import make_clip, synthetic_rgb, varied_generator
 
 # The release's layout (richzhang/colorization colorizers/siggraph17.py), written out independently of models.py:
 # block -> layers in order: ("c", cin, cout, dilation) a 3x3 conv, ("t", cin, cout) a 4x4 stride-2 transposed conv,
@@ -354,11 +354,11 @@ def test_hints_are_refused_in_one_line_before_the_weights_load(script, release_w
     (tmp_path / "ok.json").write_text('{"points": [{"x": 1, "y": 1, "color": "red"}]}')
     (tmp_path / "far.json").write_text('{"points": [{"x": 500, "y": 1, "color": "red"}]}')
     (tmp_path / "bad.json").write_text('{"points": [{"x": 1, "y": 1, "color": "rouge"}]}')
-    (tmp_path / "clip.mp4").write_bytes(b"")
+    make_clip(tmp_path / "clip.mp4", frames=2, audio=False)
     cases = [((photo, tmp_path / "o.png", f"--hints={tmp_path / 'far.json'}", "--ckpt=x.pth"), "outside the 128x96 photo"),
              ((photo, tmp_path / "o.png", f"--hints={tmp_path / 'bad.json'}", "--ckpt=x.pth"), "'rouge' is not a colour"),
              ((photo, tmp_path / "o.png", f"--hints={tmp_path / 'ok.json'}"), "eccv16 has no hint input; use --ckpt=siggraph17"),
-             ((tmp_path / "clip.mp4", tmp_path / "o.mp4", f"--hints={tmp_path / 'ok.json'}", "--ckpt=x.pth"), "not supported yet"),
+             ((tmp_path / "clip.mp4", tmp_path / "o.mp4", f"--hints={tmp_path / 'ok.json'}", "--ckpt=x.pth"), "lists keyframes"),
              ((tmp_path, tmp_path / "out", f"--hints={tmp_path / 'ok.json'}", "--ckpt=x.pth"), "hints are for one photo")]
     for args, message in cases:
         code, err = script("colorize.py", *map(str, args))

@@ -238,27 +238,27 @@ def test_bf16_refused_without_units_names_only_options_the_script_has(monkeypatc
     assert "--fallback" not in str(e.value) and "--precision=fp32" in str(e.value)
 
 
-@pytest.mark.parametrize("damage", ["zeroed", "truncated", "garbage xml"])
-def test_a_damaged_cache_entry_is_converted_again(damage, tmp_path, monkeypatch, capsys):
+def test_a_damaged_cache_entry_is_converted_again(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COLORGAN_CACHE", str(tmp_path))
     G = varied_generator(1)
     L, _ = data.uint8_to_lab(photos(30, 2))
     good = runtime.prepare(G, "openvino", "fp32", 64)(L)
     folder = next((tmp_path / "openvino").glob("eccv16-64-fp32-*"))
-    shutil.rmtree(tmp_path / "openvino" / "compiled")  # OpenVINO's compiled blob gone: the IR is what is read
-    bin_, xml = folder / "model.bin", folder / "model.xml"
-    if damage == "zeroed":  # the same size, wrong weights: it would run, with wrong colours
-        raw = bytearray(bin_.read_bytes())
-        raw[len(raw) // 4: len(raw) // 2] = bytes(len(raw) // 2 - len(raw) // 4)
-        bin_.write_bytes(bytes(raw))
-    elif damage == "truncated":
-        bin_.write_bytes(bin_.read_bytes()[:1000])
-    else:
-        xml.write_text("<not a model")
-    capsys.readouterr()
-    again = runtime.prepare(G, "openvino", "fp32", 64)(L)
-    assert "is damaged: made again" in capsys.readouterr().err
-    assert torch.equal(again, good) and runtime.intact(folder)
+    for damage in ("zeroed", "truncated", "garbage xml"):
+        shutil.rmtree(tmp_path / "openvino" / "compiled")  # OpenVINO's compiled blob gone: the IR is what is read
+        bin_, xml = folder / "model.bin", folder / "model.xml"
+        if damage == "zeroed":  # the same size, wrong weights: it would run, with wrong colours
+            raw = bytearray(bin_.read_bytes())
+            raw[len(raw) // 4: len(raw) // 2] = bytes(len(raw) // 2 - len(raw) // 4)
+            bin_.write_bytes(bytes(raw))
+        elif damage == "truncated":
+            bin_.write_bytes(bin_.read_bytes()[:1000])
+        else:
+            xml.write_text("<not a model")
+        capsys.readouterr()
+        again = runtime.prepare(G, "openvino", "fp32", 64)(L)
+        assert "is damaged: made again" in capsys.readouterr().err, damage
+        assert torch.equal(again, good) and runtime.intact(folder), damage
 
 
 def test_a_cache_that_cannot_be_written_is_one_line_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
@@ -311,3 +311,13 @@ def test_int8_calibrates_on_the_whole_job_when_resuming_and_a_stop_there_is_one_
     code, err = script("colorize.py", *args[:1], str(tmp_path / "out2"), *args[2:])
     assert code == 130 and "Traceback" not in err and "stopped by SIGINT while preparing the model" in err
     assert not (tmp_path / "out2").exists()
+
+
+def test_colorize_without_a_flag_says_what_auto_chose(script, release_weights, tmp_path, monkeypatch):
+    Image.fromarray(synthetic_rgb(0, 48, 64)).save(tmp_path / "p.png")
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: AVX2)
+    code, err = script("colorize.py", str(tmp_path / "p.png"), str(tmp_path / "auto.png"), f"--ckpt={release_weights}", "--size=64")
+    assert code == 0 and "auto chose --runtime=torch --precision=fp32 (AVX2: no bf16 units" in err, err
+    assert script("colorize.py", str(tmp_path / "p.png"), str(tmp_path / "exact.png"), f"--ckpt={release_weights}", "--size=64",
+                  "--runtime=torch", "--precision=fp32")[0] == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "auto.png")), np.asarray(Image.open(tmp_path / "exact.png")))

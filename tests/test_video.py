@@ -175,3 +175,113 @@ def test_a_video_the_header_refuses_is_refused_before_the_weights_load(script, t
                                 ("text.mp4", [], "not a video FFmpeg can read")):
         code, err = script("colorize.py", str(tmp_path / name), str(tmp_path / "out.mp4"), "--ckpt=x.pth", *args)
         assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+# ----------------------------------------------------------------------------- keyframes
+
+
+def spy_hints(monkeypatch) -> list:
+    """Every frame's hint mask sum as the model is given it (0: no hints), in order."""
+    given = []
+    predict = models.predict_ab
+
+    def spy(G, small, temperature=1.0, hints=None):
+        given.extend([0.0] * len(small) if hints is None else hints[:, 2].flatten(1).sum(1).tolist())
+        return predict(G, small, temperature, hints)
+
+    monkeypatch.setattr(models, "predict_ab", spy)
+    return given
+
+
+def frames_of(rgb: np.ndarray, n: int, step: int = 2, size: int = 64) -> list[Image.Image]:
+    """n frames of a size x size window panning across rgb, step pixels a frame."""
+    return [Image.fromarray(rgb[:size, i * step:i * step + size]) for i in range(n)]
+
+
+def test_a_keyframe_reaches_exactly_its_scenes_frames(monkeypatch, tmp_path):
+    import hints
+    import reference
+    from conftest import synthetic_rgb, varied_generator
+
+    G = varied_generator(0, "siggraph17")
+    a, b = synthetic_rgb(1, 64, 120), synthetic_rgb(7, 64, 120)  # two scenes: a cut at frame 6
+    imgs = frames_of(a, 6) + frames_of(b, 6)
+    point = hints.Point(30, 30, (0, 200, 0), 8)
+    follow = video.Follow({2: hints.Keyframe(2, None, hints.Hints("k", (point,)))}, reference.Guide(reference.Matcher("random"), size=64))
+    given = spy_hints(monkeypatch)
+    for i in range(0, 12, 4):  # batches of 4: the keyframe splits the first, the cut falls in the second
+        follow.colorize(G, imgs[i:i + 4], torch.stack([models.small_copy(img, 64) for img in imgs[i:i + 4]]), 1.0)
+    assert [g > 0 for g in given] == [False, False, True, True, True, True] + [False] * 6, given
+    assert given[2] == 8 * 8  # the keyframe: its own point, 8 pixels square at 64 of 64
+
+
+def test_a_keyframes_colour_is_carried_to_the_last_frame_of_a_panning_shot(monkeypatch, tmp_path):
+    import torch.nn.functional as F
+
+    import data
+    import hints
+    import reference
+    from test_reference import textured
+
+    imgs = frames_of(textured(5, 256), 16, step=3, size=128)  # one photo panned 3 pixels a frame: 45 by the last
+    Image.fromarray(np.asarray(imgs[0])).save(tmp_path / "first.png")  # the truth's first frame as the reference
+    guide = reference.Guide(reference.Matcher("random"), size=128)
+    follow = video.Follow({0: hints.Keyframe(0, None, hints.Hints("k", reference=tmp_path / "first.png"))}, guide)
+    seen = []
+
+    def follows_hints(G, small, t=1.0, h=None):  # a model that spreads each hint's colour over its cell: the mechanism alone
+        seen.append(h)
+        if h is None:
+            return torch.zeros(len(small), 2, 128, 128)
+        return F.interpolate(F.avg_pool2d(h[:, :2], 8) / F.avg_pool2d(h[:, 2:], 8).clamp_min(1e-6), scale_factor=8)
+
+    monkeypatch.setattr(models, "predict_ab", follows_hints)
+    for i in range(0, 16, 4):
+        follow.colorize(None, imgs[i:i + 4], torch.stack([models.small_copy(img, 128) for img in imgs[i:i + 4]]), 1.0)
+    last = torch.cat(seen)[-1]  # the last frame's hints, where it shows what the first frame showed (its left 83 columns)
+    truth = data.uint8_to_lab(models.small_copy(imgs[-1], 128)[None])[1][0]
+    mask = last[2] > 0
+    mask[:, 128 - 45:] = False
+    err = (last[:2] - truth)[:, mask].norm(dim=0)
+    assert mask.sum() > 100 * 25 and err.median() < 3, (int(mask.sum()), err.median())  # the keyframe's colours (cell means), still
+    assert len(seen) == 5  # 4 batches, the first split after its keyframe
+
+
+def test_keyframes_dumped_coloured_and_handed_back(script, siggraph_weights, tmp_path, monkeypatch):
+    make_clip(tmp_path / "clip.mp4", frames=12, cut_at=6, audio=False)
+    code, err = script("colorize.py", str(tmp_path / "clip.mp4"), f"--keyframes={tmp_path / 'keys'}")
+    assert code == 0 and "2 scenes" in err, err
+    keys = sorted((tmp_path / "keys").iterdir())
+    assert [k.name for k in keys] == ["00-00-00.000.png", "00-00-00.500.png"]  # frame 6 of 12 a second
+    first = np.asarray(Image.open(keys[0]))
+    assert np.abs(first.astype(int) - video.read_frames(tmp_path / "clip.mp4")[0][0]).mean() < 1  # the frame itself
+    Image.open(keys[1]).convert("L").convert("RGB").save(keys[1])  # the second scene's still gray: not coloured yet
+    code, err = script("colorize.py", str(tmp_path / "clip.mp4"), f"--keyframes={tmp_path / 'keys'}")
+    assert code == 1 and "already holds PNGs" in err  # never written over
+    given = spy_hints(monkeypatch)
+    code, err = script("colorize.py", str(tmp_path / "clip.mp4"), str(tmp_path / "out.mp4"), f"--ckpt={siggraph_weights}",
+                       SMALL, "--runtime=torch", "--vgg_weights=random", f"--keyframes={tmp_path / 'keys'}", "--batch_size=4")
+    assert code == 0 and "1 keyframes in" in err and "still gray" in err, err
+    assert [g > 0 for g in given] == [True] * 6 + [False] * 6, given  # the first scene follows its keyframe; not the second
+    assert len(video.read_frames(tmp_path / "out.mp4")[0]) == 12
+
+
+@pytest.mark.parametrize("keyframes, message", [
+    ([{"time": 5.0, "reference": "ref.png"}], "keyframe 1 at time 5 s (frame 60 at 12 fps) is past the end (8 frames"),
+    ([{"frame": 2, "reference": "ref.png"}, {"time": "00:00:00.167", "reference": "ref.png"}], "keyframes 1 and 2 are both on frame 2"),
+    ([{"frame": 1, "reference": "missing.png"}], "missing.png"),
+    ([{"frame": 1}], "has neither points nor a reference"),
+    ([{"time": "soon", "reference": "ref.png"}], "is not seconds or HH:MM:SS.mmm"),
+])
+def test_bad_keyframes_are_one_line_before_the_weights_load(script, tmp_path, monkeypatch, keyframes, message):
+    import json
+
+    from conftest import synthetic_rgb
+
+    make_clip(tmp_path / "clip.mp4", frames=8, audio=False)
+    Image.fromarray(synthetic_rgb(0)).save(tmp_path / "ref.png")
+    (tmp_path / "k.json").write_text(json.dumps({"keyframes": keyframes}))
+    monkeypatch.setattr(models, "load_generator", lambda *a, **k: pytest.fail("the weights loaded"))
+    code, err = script("colorize.py", str(tmp_path / "clip.mp4"), str(tmp_path / "o.mp4"), "--ckpt=x.pth", f"--hints={tmp_path / 'k.json'}")
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o.mp4").exists()
