@@ -54,6 +54,7 @@ photos = "../shared/data/imagenet-sample/images"  # JPEGs for the data, eval and
 weights = ""  # release-format weights for inference ('' = random weights: the same compute)
 siggraph_weights = ""  # SIGGRAPH17 weights for the runtime section ('' = random weights)
 calibration_images = runtime.CALIBRATION_IMAGES  # runtime: int8 calibration photos (taken after the held-out ones)
+vgg_weights = "random"  # reference, keyframes: the matching's VGG19 (random: the same compute; imagenet: downloaded once)
 num_workers = 2  # DataLoader workers for the data benchmark
 sections = "data,train,eval,infer,folder,video,runtime,jobs,size,reference,keyframes"  # which benchmarks to run
 # -----------------------------------------------------------------------------
@@ -545,9 +546,9 @@ def bench_size() -> None:
 
 def bench_reference() -> None:
     """10. a reference photo's cost per photo at 256 (VGG19 features, the warp, the hint rule) beside the SIGGRAPH17
-    forward it serves, and the reference's own side, paid once per job. VGG19's weights do not change the compute."""
+    forward it serves, and the reference's own side, paid once per job (--vgg_weights change no compute)."""
     G = models.load_generator(siggraph_weights or "scratch", arch="siggraph17")
-    matcher = reference.Matcher("random")
+    matcher = reference.Matcher(vgg_weights)
     photo = load_image(files[0])
     L = data.uint8_to_l(models.small_copy(photo)[None])
     ref = reference.load(files[1])
@@ -594,7 +595,7 @@ def cdc(frames: list[np.ndarray], d: int) -> float:
 def bench_keyframes() -> None:
     """11. a film coloured from its first frame (ColorMNet's protocol): colour clips panned over held-out photos, their
     true first frame the keyframe's reference; PSNR by frame index and CDC, beside each frame on its own and the
-    temporal filter alone (SIGGRAPH17, --siggraph_weights; the matching's VGG19 random here: weights change no compute)."""
+    temporal filter alone (SIGGRAPH17, --siggraph_weights; the matching's VGG19 from --vgg_weights)."""
     G = models.load_generator(siggraph_weights or "scratch", arch="siggraph17")
     n = 120  # ColorMNet's question: does the colour drift from the reference over 100+ frames?
     import hints as hint_files
@@ -605,7 +606,7 @@ def bench_keyframes() -> None:
         truth = video.read_frames(clip)[0]
         key = tmp / "key.png"
         Image.fromarray(truth[0]).save(key)
-        guide = reference.Guide(reference.Matcher("random"))
+        guide = reference.Guide(reference.Matcher(vgg_weights))
         for name, out in runs.items():
             follow = video.Follow({0: hint_files.Keyframe(0, None, hint_files.Hints("bench", reference=key))}, guide) \
                 if name.startswith("keyframe") else None
