@@ -195,6 +195,8 @@ BF16 = AVX2 | {"avx512f", "avx512_vnni", "avx512_bf16"}  # this project's usual 
                                         (AVX2 | {"avx512f", "avx512_vnni"}, "AVX-512 VNNI"), (BF16, "AVX512-BF16"),
                                         (BF16 | {"amx_bf16"}, "AMX")])
 def test_the_cpu_class_comes_from_the_flags_and_onednns_cap(flags, cls, monkeypatch, tmp_path):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     assert runtime.cpu_class(flags) == cls
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"model name\t: AMD EPYC\nflags\t\t: {' '.join(sorted(flags))}\n")
