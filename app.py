@@ -227,7 +227,7 @@ if hint_spec:
             st.button("Clear hints", on_click=remove_hints)
             points = [{"x": round(h["x"], 1), "y": round(h["y"], 1), "color": h["color"], "size": hint_size}
                       for h in st.session_state.hints]
-            reference_name = (st.session_state.reference or "").rsplit(":", 1)[0]  # beside the JSON, as colorize.py reads it
+            reference_name = (st.session_state.reference or "").rsplit(":", 1)[0]  # the points include its hints
             st.download_button("Download hints (JSON for colorize.py --hints)", hint_files.to_json(points, reference_name),
                                f"{stem}.hints.json", "application/json")
 names = models.spec_labels([baseline, ckpt])  # two models called ckpt.pt get two captions and two file names

@@ -253,8 +253,9 @@ def place(h: Hints, width: int, height: int, size: int = 256) -> torch.Tensor:
 
 
 def to_json(points: list[dict], reference: str = "") -> str:
-    """Points [{"x", "y", "color", "size"}] (and the reference photo's name) as the hint file colorize.py --hints reads."""
-    return json.dumps({"points": points, **({"reference": reference} if reference else {})}, indent=1)
+    """Points [{"x", "y", "color", "size"}] as the hint file colorize.py --hints reads; the name of the reference photo
+    they came from, for the record ("from_reference": the points are its hints, so a hint deleted from them stays so)."""
+    return json.dumps({"points": points, **({"from_reference": reference} if reference else {})}, indent=1)
 
 
 # ----------------------------------------------------------------------------- simulated hints

@@ -222,5 +222,7 @@ def test_the_apps_reference_hints_are_colorize_pys(monkeypatch, siggraph_weights
     got = [(h["x"], h["y"], h["color"]) for h in at.session_state.hints]
     assert got == [(p.x, p.y, "#%02x%02x%02x" % p.rgb) for p in expected] and len(got) >= reference.TOP_K
     download = next(b for b in at.sidebar.get("download_button") if "JSON" in b.label)
-    saved = json.loads(served[download.proto.url])
-    assert saved["reference"] == "ref.png" and len(saved["points"]) == len(expected)
+    saved = json.loads(served[download.proto.url])  # the reference's hints as points, and its name for the record
+    assert saved["from_reference"] == "ref.png" and len(saved["points"]) == len(expected)
+    (files / "h.json").write_bytes(served[download.proto.url])
+    assert hints.read(files / "h.json").reference is None  # colorize.py takes the points, not the reference again
