@@ -34,7 +34,8 @@ import models
 import reference as references
 import runtime as runtimes
 import training
-from data import DEFAULT_DATA, DataError, colorization_grid, lab_to_rgb, load_image, make_dataset, to_pil, uint8_to_lab
+from data import (DEFAULT_DATA, IMAGE_SUFFIXES, DataError, colorization_grid, lab_to_rgb, load_image, make_dataset, to_pil,
+                  uint8_to_lab)
 
 # -----------------------------------------------------------------------------
 ckpt = ["eccv16"]  # models to compare, one column each (repeat --ckpt=...): eccv16, weights, a ckpt.pt, a folder, hf:OWNER/NAME
@@ -170,7 +171,8 @@ if reference and reference != "self":
         fail(f"--reference={reference}: pairing by file name needs a folder dataset (--reference=self works on any)")
     by_stem = {}
     for f in sorted(Path(reference).rglob("*")):
-        by_stem.setdefault(f.relative_to(reference).with_suffix(""), f)
+        if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
+            by_stem.setdefault(f.relative_to(reference).with_suffix(""), f)
     for i, item in enumerate(images.items):
         key = Path(item[0]).relative_to(dataset).with_suffix("")
         if key not in by_stem:

@@ -226,3 +226,18 @@ def test_the_apps_reference_hints_are_colorize_pys(monkeypatch, siggraph_weights
     assert saved["from_reference"] == "ref.png" and len(saved["points"]) == len(expected)
     (files / "h.json").write_bytes(served[download.proto.url])
     assert hints.read(files / "h.json").reference is None  # colorize.py takes the points, not the reference again
+
+
+def test_evaluate_pairs_a_folder_of_references_by_file_name(script, release_weights, files):
+    (files / "refs").mkdir()
+    for i in range(3):  # each photo's reference: the photo itself, as JPEG: the global transfer takes its colour
+        Image.open(files / "in" / f"{i}.png").save(files / "refs" / f"{i}.jpg", quality=95)
+    common = [f"--ckpt={release_weights}", f"--dataset={files / 'in'}", "--image_size=64", "--num_workers=0", "--vgg_weights=none",
+              "--fid=none", "--lpips_weights=none"]
+    code, err = script("evaluate.py", *common, f"--reference={files / 'refs'}", f"--out={files / 'r.json'}")
+    assert code == 0, err
+    rows = {r["reference"]: r for r in json.loads((files / "r.json").read_text())["models"]}
+    assert set(rows) == {"none", "global"} and rows["global"]["reference_colour"] > 0.5 > rows["none"]["reference_colour"]
+    (files / "refs" / "2.jpg").unlink()
+    code, err = script("evaluate.py", *common, f"--reference={files / 'refs'}")
+    assert code == 1 and "no reference named 2" in err and len(err.strip().splitlines()) == 1, err
