@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import warnings
@@ -289,6 +290,13 @@ del source
 
 from safetensors.torch import save_file  # noqa: E402
 
+
+def stop(signum: int, frame) -> None:
+    """SIGTERM as Ctrl-C: the temp folders are removed and nothing is written."""
+    raise KeyboardInterrupt(signum)
+
+
+previous = signal.signal(signal.SIGTERM, stop)
 try:
     with new_folder(out) as tmp:
         state = {k: v.contiguous() for k, v in G.state_dict().items()}
@@ -310,6 +318,12 @@ try:
             write_space(tmp, out)
 except (ValueError, OSError) as e:
     fail(f"{out}: {e}")
+except KeyboardInterrupt as e:  # converting or calibrating takes minutes: a stop then is one line, not a traceback
+    signum = e.args[0] if e.args else signal.SIGINT
+    print(f"\nexport.py: stopped by {signal.Signals(signum).name}: nothing written", file=sys.stderr)
+    sys.exit(128 + signum)
+finally:
+    signal.signal(signal.SIGTERM, previous)
 print(f"export.py: wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}", file=sys.stderr)
 if space:
     print(f"export.py: wrote a Space to {space} (upload: hf repos create OWNER/NAME --type=space --sdk=docker; "

@@ -254,3 +254,18 @@ def test_a_siggraph17_model_exports_with_its_hint_inputs(siggraph_weights, tmp_p
         got = session.run(["ab"], {"L": L.numpy(), "hint_ab": h[:, :2].numpy(), "hint_mask": h[:, 2:].numpy()})[0]
         assert np.abs(got - expected.numpy()).max() < 0.5 and np.abs(got - expected.numpy()).mean() < 5e-3  # as above
     assert (G(L, h) - G(L)).abs().max() > 1  # the hints matter: a graph that ignored them would fail above
+
+
+def test_a_stop_while_converting_is_one_line_and_leaves_nothing(monkeypatch, capsys, release_weights, tmp_path):
+    import runtime
+
+    def interrupted(*args, **kw):
+        raise KeyboardInterrupt  # Ctrl-C while OpenVINO converts or NNCF calibrates
+
+    monkeypatch.setattr(runtime, "convert", interrupted)
+    try:
+        code, err = export(monkeypatch, capsys, release_weights, str(tmp_path / "out"), "--openvino=fp32")
+    except KeyboardInterrupt:
+        pytest.fail("the stop escaped export.py as a traceback")
+    assert code == 130 and "stopped by SIGINT: nothing written" in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no export, no temp folder
