@@ -167,6 +167,16 @@ hints_for = {}  # photo -> its hints, each file read and checked before the weig
 given = Path(reference).expanduser() if reference else None
 guide = references.Guide(None, reference_threshold, reference_top_k, size, max_pixels)  # each reference read once
 due = {}  # the film's frame index -> its keyframe, all checked before the weights load
+
+
+def with_reference(h: hint_files.Hints) -> hint_files.Hints:
+    """h with the command line's reference over its own, that reference read and checked (ReferenceError)."""
+    h = dataclasses.replace(h, reference=given or h.reference)
+    if h.reference:
+        guide.photo(h.reference)
+    return h
+
+
 try:
     if (reference or keyframes) and not film and any(src.suffix.lower() in video.VIDEO_SUFFIXES for src, _ in jobs):
         fail("a reference or keyframes for videos in a folder job: give each video on its own (colorize.py film.mp4 "
@@ -207,9 +217,7 @@ try:
         hints_for = {src: hint_files.read(hints) for src, _ in jobs}  # none when --skip_existing found it done
         for src, h in hints_for.items():
             hint_files.check(h, *hint_files.displayed_size(src), size)
-            hints_for[src] = dataclasses.replace(h, reference=given or h.reference)  # the command line's over the file's
-            if hints_for[src].reference:
-                guide.photo(hints_for[src].reference)
+            hints_for[src] = with_reference(h)
     elif given:
         guide.photo(given)
 except (hint_files.HintError, references.ReferenceError) as e:
@@ -221,10 +229,7 @@ if not hints and not film:  # sidecars: a broken one skips its photo, named and 
                 hints_for[src] = hint_files.read(hint_files.sidecar(src))
                 hint_files.check(hints_for[src], *hint_files.displayed_size(src), size)
             if given or src in hints_for:
-                h = hints_for.get(src, hint_files.Hints("--reference"))
-                hints_for[src] = dataclasses.replace(h, reference=given or h.reference)
-                if hints_for[src].reference:
-                    guide.photo(hints_for[src].reference)
+                hints_for[src] = with_reference(hints_for.get(src, hint_files.Hints("--reference")))
         except (hint_files.HintError, references.ReferenceError) as e:
             hints_for.pop(src, None)
             failed.append(str(e))

@@ -252,6 +252,13 @@ def place(h: Hints, width: int, height: int, size: int = 256) -> torch.Tensor:
     return out
 
 
+def batch(given: list[torch.Tensor | None], size: int) -> torch.Tensor | None:
+    """A batch's hint input (N,3,size,size) from each image's own (None: no hints, zeros), or None when none has any."""
+    if all(h is None for h in given):
+        return None
+    return torch.stack([torch.zeros(3, size, size) if h is None else h for h in given])
+
+
 def to_json(points: list[dict], reference: str = "") -> str:
     """Points [{"x", "y", "color", "size"}] as the hint file colorize.py --hints reads; the name of the reference photo
     they came from, for the record ("from_reference": the points are its hints, so a hint deleted from them stays so)."""

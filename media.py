@@ -268,8 +268,7 @@ def colorize_files(G: models.Generator, jobs: list[tuple[Path, Path]], size: int
                     batch = [(src, dst, img, small, hints.place(guide.with_points(hints_for[src], data.uint8_to_l(small[None]),
                                                                                   *img.size), *img.size, size))
                              if src in matched else (src, dst, img, small, h) for src, dst, img, small, h in batch]
-                given = [h for *_, h in batch]
-                h = None if all(x is None for x in given) else torch.stack([torch.zeros(3, size, size) if x is None else x for x in given])
+                h = hints.batch([h for *_, h in batch], size)
                 ab = models.predict_ab(G, torch.stack([small for *_, small, _ in batch]), temperature, h)
                 for i, (src, *_) in enumerate(batch):
                     if src in matched and not G.takes_hints:

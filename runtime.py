@@ -303,7 +303,7 @@ def save(model, folder: Path, size: int) -> None:
         ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
         (tmp / "size.json").write_text(f'{{"size": "{size}"}}\n')  # the inputs' fixed height and width
         (tmp / MANIFEST).write_text(_digest(tmp) + "\n")
-        if folder.exists():  # a damaged entry (see prepare): set aside, then replaced
+        if folder.exists():  # a damaged entry (see prepare): removed, then replaced
             shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)  # a concurrent run that got there first wins
     except OSError:

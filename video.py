@@ -64,10 +64,8 @@ class Follow:
 
         def run() -> None:
             if pending:
-                given = [h for _, h in pending]
-                h = None if all(x is None for x in given) else torch.stack([torch.zeros(3, *small.shape[2:]) if x is None else x for x in given])
                 rows = [i for i, _ in pending]
-                ab[rows] = models.predict_ab(G, small[rows], temperature, h).cpu()
+                ab[rows] = models.predict_ab(G, small[rows], temperature, hints.batch([h for _, h in pending], small.shape[-1])).cpu()
                 pending.clear()
 
         for i, img in enumerate(imgs):
