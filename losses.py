@@ -1,4 +1,4 @@
-"""Losses and metrics: GAN, L1 on ab, VGG19 perceptual, Zhang's class-rebalanced 313-bin loss,
+"""Losses and metrics: GAN, L1 on ab, VGG perceptual, Zhang's class-rebalanced 313-bin loss,
 and the per-image metrics that evaluate.py and the training scripts' validation share.
 """
 
@@ -14,15 +14,9 @@ import torch.nn.functional as F
 
 import data
 import models
+import weights
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-RELU4_3 = 24  # index of relu4_3 in torchvision's vgg19().features
 AUC_THRESHOLDS = 150  # Zhang et al.: ab error thresholds 0..150
-
-
-class VGGError(ValueError):
-    """VGG weights that cannot be had; the message is one line naming the options."""
 
 
 # ----------------------------------------------------------------------------- GAN, L1, perceptual
@@ -69,46 +63,7 @@ def ab_class_loss(logits: torch.Tensor, ab: torch.Tensor, weight: torch.Tensor |
     return weighted_mean(per_pixel.flatten(1).mean(1), weight)
 
 
-class VGGFeatures(nn.Module):
-    """Frozen torchvision VGG19 features up to relu4_3 on RGB in [0,1] (ImageNet-normalised inside)."""
-
-    def __init__(self, weights: str = "imagenet", layer: int = RELU4_3):
-        super().__init__()
-        import torchvision  # heavy: only the perceptual loss needs it
-
-        with torch.device("meta"):  # the 123M-parameter classifier is never used: no memory, no random init
-            features = torchvision.models.vgg19(init_weights=False).features.to_empty(device="cpu")
-        if weights == "random":
-            with torch.random.fork_rng(devices=[]):  # the same network every time, whatever ran before
-                torch.manual_seed(0)
-                for m in features:  # torchvision's own initialisation of these layers, in its order
-                    if isinstance(m, nn.Conv2d):
-                        nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                        nn.init.zeros_(m.bias)
-        else:
-            if weights == "imagenet":
-                weights = str(models.publisher_weights(torchvision.models.VGG19_Weights.IMAGENET1K_V1.url, "VGG19 ImageNet",
-                                                       "vgg_weights", VGGError))
-            state = models.load_checkpoint(weights)
-            state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
-            try:
-                features.load_state_dict(state)
-            except RuntimeError:
-                raise VGGError(f"{weights}: not VGG19 weights (imagenet, random or a vgg19 .pth file)") from None
-        self.features = features[: layer + 1].eval().requires_grad_(False)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-
-    def train(self, mode: bool = True) -> "VGGFeatures":
-        """Always eval: the network is a fixed feature extractor."""
-        return super().train(False)
-
-    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        """Features of RGB in [0,1]."""
-        return self.features((rgb - self.mean) / self.std)
-
-
-def perceptual(vgg: VGGFeatures, rgb_pred: torch.Tensor, rgb_true: torch.Tensor) -> torch.Tensor:
+def perceptual(vgg: models.VGGFeatures, rgb_pred: torch.Tensor, rgb_true: torch.Tensor) -> torch.Tensor:
     """Per-image mean |VGG feature difference| (N,)."""
     return (vgg(rgb_pred) - vgg(rgb_true)).abs().flatten(1).mean(1)
 
@@ -149,13 +104,15 @@ def rebalance_weights(prior: torch.Tensor, lam: float = 0.5) -> torch.Tensor:
     return w / (prior * w).sum()
 
 
-def classification_loss(logits: torch.Tensor, ab: torch.Tensor, bins: torch.Tensor, weights: torch.Tensor,
+def classification_loss(logits: torch.Tensor, ab: torch.Tensor, bins: torch.Tensor, class_weights: torch.Tensor | None,
                         image_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Zhang's class-rebalanced cross-entropy: logits (N,313,h,w) vs ab (N,2,H,W) pooled to (h,w)."""
+    """Zhang's class-rebalanced cross-entropy (class_weights None: unweighted): logits (N,313,h,w) vs ab (N,2,H,W) pooled
+    to (h,w)."""
     ab = F.adaptive_avg_pool2d(ab, logits.shape[-2:])
     target = soft_encode(ab, bins)
-    pixel_w = weights.to(ab)[target.argmax(1)]
-    per_pixel = -(target * F.log_softmax(logits.float(), 1)).sum(1) * pixel_w
+    per_pixel = -(target * F.log_softmax(logits.float(), 1)).sum(1)
+    if class_weights is not None:
+        per_pixel = per_pixel * class_weights.to(ab)[target.argmax(1)]
     return weighted_mean(per_pixel.flatten(1).mean(1), image_weight)
 
 
@@ -164,7 +121,7 @@ def load_or_compute_prior(path: Path, batches: Callable[[], Iterable[torch.Tenso
     if path.exists():
         return torch.from_numpy(np.load(path, allow_pickle=False))
     prior = ab_prior(batches(), bins)
-    models.write_atomic(path, lambda f: np.save(f, prior.numpy()))  # never a half-written prior for a resume to read
+    weights.write_atomic(path, lambda f: np.save(f, prior.numpy()))  # never a half-written prior for a resume to read
     return prior
 
 
@@ -225,7 +182,7 @@ def colorfulness(rgb: torch.Tensor, absolute: bool = False) -> torch.Tensor:
     return sigma + 0.3 * mu
 
 
-def image_metrics(L: torch.Tensor, ab_true: torch.Tensor, ab_pred: torch.Tensor, vgg: VGGFeatures | None = None,
+def image_metrics(L: torch.Tensor, ab_true: torch.Tensor, ab_pred: torch.Tensor, vgg: models.VGGFeatures | None = None,
                   rgb_pred: torch.Tensor | None = None, rgb_true: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per-image metrics (each (N,)) of a prediction; the RGB images are clipped to [0,1] (rgb_pred, rgb_true: the
     Lab->RGB of each when the caller has already made it, as for several models on one batch)."""

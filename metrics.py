@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import models
+import weights
 
 FID_FLAVOURS = {"standard": ["fid"], "tv": ["fid_paired_tv"], "both": ["fid", "fid_paired_tv"], "none": []}
 FID_NAMES = {"fid": "standard", "fid_paired_tv": "tv"}
@@ -72,8 +72,8 @@ def _inception(**kw) -> nn.Module:
 def _load_into(net: nn.Module, path: str, option: str) -> None:
     """net's weights from a state-dict file (.pth or .safetensors, never unpickled code), keys and shapes checked first."""
     try:
-        state = models.load_checkpoint(path)
-    except models.ModelError as e:
+        state = weights.load_checkpoint(path)
+    except weights.ModelError as e:
         raise MetricError(f"--{option}={e}") from None
     want = {k: v.shape for k, v in net.state_dict().items()}
     got = {k: getattr(v, "shape", None) for k, v in state.items()}
@@ -84,17 +84,17 @@ def _load_into(net: nn.Module, path: str, option: str) -> None:
     net.load_state_dict(state)
 
 
-def tf_inception(weights: str) -> nn.Module:
+def tf_inception(source: str) -> nn.Module:
     """torch-fidelity's TF-Inception port (uint8 (N,3,H,W) -> (N,2048)): the standard FID network."""
     from torchmetrics.image.fid import NoTrainInceptionV3  # heavy: only when FID is asked for
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
-    if weights == "default":
-        weights = str(models.publisher_weights(URL_INCEPTION_V3, "FID Inception", "fid_weights", MetricError))
+    if source == "default":
+        source = str(weights.publisher_weights(URL_INCEPTION_V3, "FID Inception", "fid_weights", MetricError))
     # torchvision's Inception with 1008 classes has exactly the port's keys and shapes
     net = _inception(aux_logits=False, num_classes=1008)
-    if weights != "random":
-        _load_into(net, weights, "fid_weights")
+    if source != "random":
+        _load_into(net, source, "fid_weights")
     with tempfile.TemporaryDirectory() as tmp:  # torch-fidelity reads weights only from a file, and unpickles it: ours
         torch.save(net.state_dict(), Path(tmp) / "inception.pth")
         # antialias=False: TF 1.x's bilinear resize to 299, as torch-fidelity and the original TF FID do (torchmetrics'
@@ -122,23 +122,23 @@ class TVInception(nn.Module):
         return self.net(x * 0.5 + 0.5)  # DDColor maps its [0,1] input this way before torchvision's transform_input
 
 
-def tv_inception(weights: str) -> TVInception:
+def tv_inception(source: str) -> TVInception:
     """DDColor's FID network with torchvision's ImageNet weights, seeded random ones, or a file of them."""
     from torchvision.models import Inception_V3_Weights
 
-    if weights == "default":
-        weights = str(models.publisher_weights(Inception_V3_Weights.IMAGENET1K_V1.url, "torchvision Inception-v3", "fid_weights",
+    if source == "default":
+        source = str(weights.publisher_weights(Inception_V3_Weights.IMAGENET1K_V1.url, "torchvision Inception-v3", "fid_weights",
                                                MetricError))
     net = _inception(aux_logits=True)
-    if weights != "random":
-        _load_into(net, weights, "fid_weights")
+    if source != "random":
+        _load_into(net, source, "fid_weights")
     return TVInception(net)
 
 
-def fid_networks(flavour: str, weights: str, device: torch.device | str) -> dict[str, nn.Module]:
-    """Metric name -> feature network for --fid (none, standard, tv or both)."""
+def fid_networks(flavour: str, source: str, device: torch.device | str) -> dict[str, nn.Module]:
+    """Metric name -> feature network for --fid (none, standard, tv or both), its weights from source (--fid_weights)."""
     build = {"fid": tf_inception, "fid_paired_tv": tv_inception}
-    return {name: build[name](weights).to(device) for name in FID_FLAVOURS[flavour]}
+    return {name: build[name](source).to(device) for name in FID_FLAVOURS[flavour]}
 
 
 def fid_statistics(nets: dict[str, nn.Module], n_models: int, device: torch.device | str) -> dict[str, list]:
@@ -158,13 +158,15 @@ def fid_statistics(nets: dict[str, nn.Module], n_models: int, device: torch.devi
 
 
 @torch.no_grad()
-def update_fid(nets: dict[str, nn.Module], stats: dict[str, list], rgb_true: torch.Tensor, rgb_preds: list[torch.Tensor]) -> None:
-    """Add a batch (RGB in [0, 1], (N,3,H,W)) of ground truths and of each model's predictions to the statistics."""
+def update_fid(nets: dict[str, nn.Module], stats: dict[str, list], rgb_true: torch.Tensor | None, rgb_preds: list[torch.Tensor]) -> None:
+    """Add a batch (RGB in [0, 1], (N,3,H,W)) of ground truths and of each model's predictions to the statistics (no
+    ground truths: more predictions of the same images, as a model's further samples)."""
     for name, net in nets.items():
         prep = (lambda x: (x * 255).round().byte()) if name == "fid" else (lambda x: x)  # the port reads the PNGs' pixels
-        real = net(prep(rgb_true))
+        real = net(prep(rgb_true)) if rgb_true is not None else None
         for fid, pred in zip(stats[name], rgb_preds):
-            fid.update(real, real=True)
+            if real is not None:
+                fid.update(real, real=True)
             fid.update(net(prep(pred)), real=False)
 
 
@@ -177,22 +179,26 @@ def compute_fid(stats: dict[str, list], main: bool = True) -> dict[str, list[flo
     return {name: [float(fid.compute()) for fid in per_model] for name, per_model in stats.items()} if main else {}
 
 
-def lpips_network(net: str, weights: str, device: torch.device | str) -> nn.Module:
-    """LPIPS with an alex or vgg backbone: ImageNet (default), seeded random or a torchvision backbone file; the linear
-    layers are lpips' own v0.1 weights (shipped in the package)."""
+def lpips_network(net: str, source: str, device: torch.device | str) -> nn.Module:
+    """LPIPS with an alex or vgg backbone: ImageNet (default: from the package index or torchvision, weights.py), seeded
+    random or a torchvision backbone file; the linear layers are lpips' own v0.1 weights (shipped in the package)."""
     import lpips
     from torchvision import models as tv
 
-    if weights == "default":
-        backbone_url = {"alex": tv.AlexNet_Weights.IMAGENET1K_V1.url, "vgg": tv.VGG16_Weights.IMAGENET1K_V1.url}[net]
-        weights = str(models.publisher_weights(backbone_url, f"LPIPS {net}", "lpips_weights", MetricError))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # lpips 0.1.4 asks torchvision with the old pretrained= argument
         # pnet_rand: the backbone is never fetched by lpips (torch.hub would unpickle it); its weights are loaded below
         model = _seeded(lambda: lpips.LPIPS(net=net, pnet_rand=True, verbose=False))
-    if weights != "random":
+    if source != "random":
         backbone = getattr(tv, LPIPS_NETS[net])(weights=None)
-        _load_into(backbone, weights, "lpips_weights")
+        if source == "default":
+            try:
+                backbone.load_state_dict(weights.imagenet_backbone(LPIPS_NETS[net]), strict=False)  # its `features` only
+            except weights.ModelError as e:
+                raise MetricError(f"the LPIPS {net} weights: {e}, or pass --lpips_weights=PATH (--lpips_weights=random for "
+                                  "a smoke test)") from None
+        else:
+            _load_into(backbone, source, "lpips_weights")
         for part in model.net.children():  # lpips slices hold torchvision's feature layers under their own indices
             for index, layer in part.named_children():
                 layer.load_state_dict(backbone.features[int(index)].state_dict())

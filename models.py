@@ -1,43 +1,23 @@
-"""Models: the ECCV16 and SIGGRAPH17 generators (release-compatible), the PatchGAN discriminator, weights and checkpoints.
+"""Models: the ECCV16, SIGGRAPH17 and hypercolumn generators, the PatchGAN discriminator, model specs and painting.
 
-Every script gets its generator from load_generator(spec) and writes checkpoints with save_checkpoint.
+Every script gets its generator from load_generator(spec) (its weights from weights.py) and colorizes with colorize().
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import pickle
 import re
-import sys
-import time
-import urllib.error
-import urllib.request
-import uuid
-import zipfile
 from pathlib import Path
-from typing import BinaryIO, Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
-from tqdm import tqdm
 
 import data
-
-# the same file, tried in order: the S3 bucket has answered 403 for weeks at a time (richzhang/colorization issues)
-ECCV16_URLS = ("https://colorizers.s3.us-east-2.amazonaws.com/colorization_release_v2-9b330a0b.pth",
-               "https://people.eecs.berkeley.edu/~rich.zhang/projects/2016_colorization/files/demo_release/"
-               "colorization_release_v2-9b330a0b.pth")
-SIGGRAPH17_URLS = ("https://colorizers.s3.us-east-2.amazonaws.com/siggraph17-df00044c.pth",)
-RELEASES = {"eccv16": ECCV16_URLS, "siggraph17": SIGGRAPH17_URLS}  # spec -> the official weights' mirrors
-HUB_REPO = re.compile(r"[\w.-]+/[\w.-]+")  # a Hub repository's OWNER/NAME
-DOWNLOAD_TIMEOUT_S = 30  # per connection attempt and per read: a dead mirror moves on instead of hanging
-DOWNLOAD_MAX_BYTES = 1 << 30  # the largest weights any script fetches (VGG19) are 548 MB: more is not the file
-DOWNLOAD_MAX_S = 3600  # a whole download, however slowly a server trickles bytes
-HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")  # torch.hub's convention: the sha256's first digits before the suffix
+import weights
+from weights import ModelError
 
 # Zhang et al.'s 313 in-gamut ab bins (grid 10): for each a, the range of b. In this order (a, then b)
 # they are the release's pts_in_hull.npy; the release's model_out holds them / 110.
@@ -47,10 +27,6 @@ AB_BIN_RANGES = {
     30: (-90, 90), 40: (-100, 90), 50: (-100, 80), 60: (-110, 80), 70: (-110, 80), 80: (-110, 70),
     90: (-110, 70), 100: (-90, 0),
 }
-
-
-class ModelError(ValueError):
-    """A model spec, weights file or checkpoint that cannot be used; the message is one line."""
 
 
 AB_CLASSES = [(a, b) for a in range(-110, 111, 10) for b in range(-110, 111, 10)]  # SIGGRAPH17's 529 classes: a*23 + b
@@ -115,8 +91,11 @@ class ECCV16Generator(nn.Module):
             raise ValueError("ECCV16 has no hint input (use a SIGGRAPH17 model)")
         if logits:  # through forward, so that DDP sees the classification loss's pass
             return self.logits(L)
-        ab = self.model_out(torch.softmax(self.logits(L) / temperature, 1))
-        return F.interpolate(ab, scale_factor=4, mode="bilinear") * 110
+        return F.interpolate(self.decode(self.logits(L), temperature), scale_factor=4, mode="bilinear")
+
+    def decode(self, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """ab (Lab units) at the logits' resolution: the annealed mean of softmax(logits / temperature)."""
+        return self.model_out(torch.softmax(logits / temperature, 1)) * 110
 
 
 class SIGGRAPH17Generator(nn.Module):
@@ -168,8 +147,182 @@ class SIGGRAPH17Generator(nn.Module):
         return (ab, self.model_class(conv8.detach())) if logits else ab
 
 
-ARCHS = {"eccv16": ECCV16Generator, "siggraph17": SIGGRAPH17Generator}
-Generator = ECCV16Generator | SIGGRAPH17Generator
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RELU4_3 = 24  # index of relu4_3 in torchvision's vgg19().features (the GAN's perceptual loss)
+VGG16_RELU4_3 = 22  # and in vgg16().features
+VGG_NETS = ("vgg19", "vgg16")
+
+
+class VGGError(ModelError):
+    """VGG weights that cannot be had; the message is one line naming the options."""
+
+
+class VGGFeatures(nn.Module):
+    """Frozen torchvision VGG19 or VGG16 features up to a layer (default VGG19's relu4_3) on RGB in [0,1], ImageNet-
+    normalised inside. Its weights are buffers outside the state dict: a model that holds it (the hypercolumn
+    colorizer's backbone) saves only its own weights, and an optimizer never sees these."""
+
+    def __init__(self, source: str = "imagenet", layer: int = RELU4_3, net: str = "vgg19", option: str = "vgg_weights"):
+        super().__init__()
+        import torchvision  # heavy: only the perceptual loss, the reference matching and the hypercolumn model need it
+
+        with torch.device("meta"):  # the classifier (123M parameters in VGG19) is never used: no memory, no random init
+            features = getattr(torchvision.models, net)(init_weights=False).features.to_empty(device="cpu")
+        if source == "random":
+            with torch.random.fork_rng(devices=[]):  # the same network every time, whatever ran before
+                torch.manual_seed(0)
+                for m in features:  # torchvision's own initialisation of these layers, in its order
+                    if isinstance(m, nn.Conv2d):
+                        nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                        nn.init.zeros_(m.bias)
+        else:
+            state = vgg_state(source, net, option)
+            try:
+                features.load_state_dict(state)
+            except RuntimeError:
+                raise VGGError(f"{source}: not {net.upper()} weights (imagenet, random or a {net} .pth file)") from None
+        self.features = features[: layer + 1].eval().requires_grad_(False)
+        for m in self.features:
+            for name, p in list(m.named_parameters(recurse=False)):
+                delattr(m, name)  # channels_last: 2-2.5x faster on CPUs (oneDNN), as on GPUs
+                m.register_buffer(name, p.data.contiguous(memory_format=torch.channels_last) if p.ndim == 4 else p.data,
+                                  persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> "VGGFeatures":
+        """Always eval: the network is a fixed feature extractor."""
+        return super().train(False)
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Features of RGB in [0,1]."""
+        return self.features(self.normalize(rgb))
+
+    def normalize(self, rgb: torch.Tensor) -> torch.Tensor:
+        """RGB in [0,1] as the first layer takes it: ImageNet-normalised, channels_last."""
+        return ((rgb - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+
+
+def vgg_state(source: str, net: str, option: str = "") -> dict[str, torch.Tensor]:
+    """VGG `features` weights (keys without the prefix): imagenet (VGG19: torchvision's file, downloaded once; VGG16: from
+    the package index or torchvision, weights.imagenet_backbone) or a file; VGGError naming --option when they cannot be
+    had."""
+    try:
+        if source != "imagenet":
+            state = weights.load_checkpoint(source)
+        elif net == "vgg16":
+            state = weights.imagenet_backbone("vgg16")
+        else:
+            state = weights.load_checkpoint(weights.fetch_weights([torchvision_url(net)]))
+    except weights.ModelError as e:
+        if source != "imagenet":
+            raise VGGError(str(e)) from None
+        avoid = f", or pass --{option}=PATH (--{option}=random for a smoke test)" if option else ""
+        raise VGGError(f"the {net.upper()} ImageNet weights: {e}{avoid}") from None
+    return {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
+
+
+def torchvision_url(net: str) -> str:
+    """torchvision's ImageNet weights file of a VGG."""
+    import torchvision
+
+    return getattr(torchvision.models, f"{net.upper()}_Weights").IMAGENET1K_V1.url
+
+
+HYPERCOLUMN_TAPS = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in torchvision's vgg16().features
+HYPERCOLUMN_CHANNELS = 64 + 128 + 256 + 512 + 512
+HEAD_WIDTH = 512
+BACKBONE_ENV = "COLORGAN_BACKBONE"  # random or a VGG16 weights file instead of ImageNet's (smoke tests: said at every load)
+
+
+class HypercolumnGenerator(nn.Module):
+    """colorgan's own colorizer (Larsson, Maire and Shakhnarovich 2016): a frozen ImageNet VGG16 sees the gray photo; its
+    hypercolumn (relu1_2 ... relu5_3, 1472 channels, resampled to a quarter of the input) and the photo's mean relu5_3
+    (what the scene is) go through a small trained head to ECCV16's 313 ab bins, decoded as ECCV16's (annealed mean).
+    Only the head is in the state dict (a few MB); the backbone comes from weights.imagenet_backbone. L in [0,100]
+    (N,1,H,W) -> ab (N,2,H,W); H and W multiples of 8."""
+
+    arch = "hypercolumn"
+    takes_hints = False
+
+    def __init__(self, backbone: str | None = None):
+        super().__init__()
+        source = backbone or os.environ.get(BACKBONE_ENV, "imagenet")
+        with torch.device("cpu"):  # the backbone's weights are real even when the head is built on the meta device
+            self.backbone = VGGFeatures(source, HYPERCOLUMN_TAPS[-1], "vgg16", "")
+        # which backbone, for the feature cache's key and the line naming the model
+        self.backbone_id = f"ImageNet VGG16 {weights.BACKBONES['vgg16'].digest[:8]}" if source == "imagenet" else \
+            f"{source} VGG16 ({BACKBONE_ENV})" if backbone is None else f"{source} VGG16"
+        self.project = nn.Conv2d(HYPERCOLUMN_CHANNELS, HEAD_WIDTH, 1)  # linear: the same before or after resampling
+        self.scene = nn.Linear(512, HEAD_WIDTH)
+        self.head = nn.Sequential(nn.ReLU(), nn.Dropout(0.2), nn.Conv2d(HEAD_WIDTH, HEAD_WIDTH, 1), nn.ReLU(),
+                                  nn.Conv2d(HEAD_WIDTH, 313, 1))
+        self.model_out = nn.Conv2d(313, 2, 1, bias=False).requires_grad_(False)  # the bin centres, never trained
+        # added to the logits when decoding: strength x log of Zhang's rebalancing weights (train_finetune.py --rebalance);
+        # the head learns calibrated probabilities, and this moves its colour from their mean toward rare, vivid bins
+        self.register_buffer("rebalance", torch.zeros(313))
+        if not self.model_out.weight.is_meta:
+            with torch.no_grad():
+                self.model_out.weight.copy_(ab_bins().float().t()[:, :, None, None] / 110)
+
+    def features(self, L: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hypercolumns (N,1472,H/4,W/4), scene (N,512)) of L: what the head sees (and what training caches)."""
+        x = self.backbone.normalize(data.gray_rgb(L))
+        taps = []
+        for i, layer in enumerate(self.backbone.features):
+            x = layer(x)
+            if i in HYPERCOLUMN_TAPS:
+                taps.append(x)
+        # relu1_2 and relu2_2 averaged down to relu3_3's quarter scale, relu4_3 and relu5_3 bilinearly up to it (fixed
+        # factors and a size read from a tensor: the graph exports to ONNX with any input size)
+        grid = taps[2]
+        taps = [F.avg_pool2d(taps[0], 4), F.avg_pool2d(taps[1], 2), grid] + \
+            [F.interpolate(t, size=grid.shape[-2:], mode="bilinear", align_corners=False) for t in taps[3:]]
+        return torch.cat(taps, 1), x.mean((2, 3))
+
+    def head_logits(self, columns: torch.Tensor, scene: torch.Tensor) -> torch.Tensor:
+        """The 313 bin logits of hypercolumns (N,1472,h,w) -- a map, or sampled positions as (N,1472,K,1) -- and scene."""
+        return self.head(self.project(columns) + self.scene(scene)[:, :, None, None])
+
+    def logits(self, L: torch.Tensor) -> torch.Tensor:
+        """The 313 bin logits at 1/4 resolution."""
+        return self.head_logits(*self.features(L))
+
+    def forward(self, L: torch.Tensor | None = None, hints: torch.Tensor | None = None, temperature: float = 1.0,
+                logits: bool = False, cached: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """ab at full resolution: the annealed mean of softmax(logits / temperature + rebalance); with logits=True, the
+        logits; with cached=(hypercolumns, scene) from the training cache, the head's logits there (through forward, so
+        that DDP sees the pass)."""
+        if hints is not None:
+            raise ValueError("the hypercolumn model has no hint input (use a SIGGRAPH17 model)")
+        if cached is not None:
+            return self.head_logits(*cached)
+        if logits:
+            return self.logits(L)
+        return F.interpolate(self.decode(self.logits(L), temperature), scale_factor=4, mode="bilinear")
+
+    def decode(self, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """ab (Lab units) at the logits' resolution: the annealed mean of softmax(logits / temperature + rebalance)."""
+        return self.model_out(torch.softmax(logits / temperature + self.rebalance[:, None, None], 1)) * 110
+
+
+class Gray(nn.Module):
+    """The floor every colorizer is measured against: ab = 0 everywhere (the gray photo itself); --ckpt=gray."""
+
+    arch = "gray"
+    takes_hints = False
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("zero", torch.zeros(()))
+
+    def forward(self, L: torch.Tensor, hints: torch.Tensor | None = None, temperature: float = 1.0) -> torch.Tensor:
+        return (L * self.zero).expand(-1, 2, -1, -1)
+
+
+ARCHS = {"eccv16": ECCV16Generator, "siggraph17": SIGGRAPH17Generator, "hypercolumn": HypercolumnGenerator}
+Generator = ECCV16Generator | SIGGRAPH17Generator | HypercolumnGenerator
 
 
 class PatchDiscriminator(nn.Module):
@@ -209,190 +362,7 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float, apply: torch.Tens
         b_ema.copy_(b if apply is None else torch.where(apply, b, b_ema))
 
 
-# ----------------------------------------------------------------------------- weights and checkpoints
-
-
-def temp_beside(path: Path) -> Path:
-    """A temp name beside path (its suffix kept), unique to this process and call: two jobs writing one folder never
-    share one, and the clean-up never meets a user's file."""
-    return path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-
-
-def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """write(f) into a temp file beside path (its folder made if needed), flushed to disk, then renamed over path:
-    a kill or an error never leaves a half-written path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_beside(path)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _download(url: str, dst: Path, sha256_prefix: str) -> None:
-    """url -> dst (atomically), the sha256 checked while streaming, size and time capped; OSError/ValueError when it fails."""
-
-    def stream(f: BinaryIO) -> None:
-        digest, start, size = hashlib.sha256(), time.monotonic(), 0
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r:
-            total = int(r.headers.get("Content-Length") or 0) or None
-            if total and total > DOWNLOAD_MAX_BYTES:
-                raise ValueError(f"serves {total:,} bytes, over the limit of {DOWNLOAD_MAX_BYTES:,}")
-            with tqdm(total=total, unit="B", unit_scale=True, disable=not sys.stderr.isatty(), leave=False) as bar:
-                while chunk := r.read(1 << 20):
-                    size += len(chunk)
-                    if size > DOWNLOAD_MAX_BYTES:
-                        raise ValueError(f"served more than the limit of {DOWNLOAD_MAX_BYTES:,} bytes")
-                    if time.monotonic() - start > DOWNLOAD_MAX_S:
-                        raise ValueError(f"took more than {DOWNLOAD_MAX_S} s")
-                    digest.update(chunk)
-                    f.write(chunk)
-                    bar.update(len(chunk))
-        if not digest.hexdigest().startswith(sha256_prefix):
-            raise ValueError(f"served a file whose sha256 {digest.hexdigest()[:8]}... is not {sha256_prefix}")
-
-    write_atomic(dst, stream)
-
-
-def fetch_weights(urls: list[str] | tuple[str, ...], name: str | None = None) -> Path:
-    """The file the urls (mirrors of one file) serve, in torch.hub's cache under name (default: the first url's file
-    name): downloaded once from the first mirror that serves it whole; its sha256 must start with the hash in name."""
-    name = name or urls[0].rsplit("/", 1)[-1]
-    if not (m := HASH_IN_NAME.search(name)):
-        raise ModelError(f"{name}: no sha256 in the file name (NAME-<first hex digits>.pth), so a download cannot be checked")
-    prefix, dst = m.group(1), hub_cache_file(name)
-    aside = ""
-    if dst.exists():
-        with open(dst, "rb") as f:  # streamed: never 130 MB in memory at once
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-        if digest.startswith(prefix):
-            return dst
-        bad = dst.with_name(f"{name}.sha256-{digest[:8]}")
-        dst.replace(bad)  # kept, not deleted: it may be the user's only copy of something
-        aside = f"{dst} had sha256 {digest[:8]}..., not {prefix}: moved it to {bad.name}; "
-        print(f"colorgan: {aside.rstrip('; ')}", file=sys.stderr)
-    failures = []
-    for url in urls:
-        print(f"downloading {url} to {dst}", file=sys.stderr)
-        try:
-            _download(url, dst, prefix)
-            return dst
-        except (OSError, ValueError) as e:  # URLError, HTTPError (403...), timeouts, a wrong or oversized file
-            reason = f"HTTP {e.code} {e.reason}" if isinstance(e, urllib.error.HTTPError) else getattr(e, "reason", None) or e
-            failures.append(f"{url.split('/')[2]}: {reason}")
-    raise ModelError(f"{aside}cannot download {name} ({'; '.join(failures)}); offline, put that file at {dst}")
-
-
-def publisher_weights(url: str, what: str, option: str, error: type[Exception] = ModelError) -> Path:
-    """A publisher's weights file (torchvision's, torch-fidelity's: the sha256 in its name) from torch.hub's cache,
-    downloaded once and checked, never unpickled by torch.hub; the failure is one line naming the option that avoids it."""
-    try:
-        return fetch_weights([url])
-    except ModelError as e:
-        raise error(f"the {what} weights: {e}, or pass --{option}=PATH (--{option}=random for a smoke test)") from None
-
-
-def hub_cache_file(url: str) -> Path:
-    """Where torch.hub's cache keeps the download of url (or of a file of that name)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-
-
-def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> None:
-    """torch.save, atomically: a kill never leaves a half-written path."""
-    write_atomic(path, lambda f: torch.save(ckpt, f))
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A checkpoint or state dict (.pt/.pth, or .safetensors), on the CPU, without unpickling code."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(8)
-    except FileNotFoundError:
-        raise ModelError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ModelError(f"{path}: a folder without model.safetensors") from None
-    if magic.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF")):
-        raise ModelError(f"{path}: an image, not a checkpoint (a model is eccv16, scratch, a .pth/.pt/.safetensors file, "
-                         "an exported folder or hf:OWNER/NAME)")
-    if path.suffix == ".onnx":
-        raise ModelError(f"{path}: an ONNX file is for other runtimes; give the folder export.py wrote it in (its "
-                         "model.safetensors is the same model)")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(path)
-        except (SafetensorError, OSError) as e:
-            raise ModelError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:200]})") from None
-    try:
-        try:  # mapped, not read into a buffer: a 130 MB file costs no extra copy
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e):  # files from torch < 1.6 cannot be mapped
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "Unsupported global" not in str(e):
-            raise ModelError(f"{path}: not a readable checkpoint (no torch tensor archive or state dict)") from None
-        raise ModelError(  # torch's own text suggests weights_only=False: never pass that on
-            f"{path}: holds Python objects other than tensors and plain values; colorgan does not unpickle "
-                         "code -- re-save it as a state dict or safetensors where it was made") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise ModelError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0][:200]})") from None
-    if not isinstance(obj, dict):
-        raise ModelError(f"{path}: holds a {type(obj).__name__}, not a state dict or checkpoint")
-    return obj
-
-
-def _hub_file(spec: str) -> Path:
-    """hf:OWNER/NAME[@REVISION] -> model.safetensors in huggingface_hub's cache (downloaded once; HF_HUB_OFFLINE=1 works)."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
-
-    repo, _, revision = spec.removeprefix("hf:").partition("@")
-    if not HUB_REPO.fullmatch(repo):
-        raise ModelError(f"{spec}: a Hub model is hf:OWNER/NAME or hf:OWNER/NAME@REVISION")
-    try:
-        return Path(hf_hub_download(repo, "model.safetensors", revision=revision or None))
-    except RepositoryNotFoundError:
-        raise ModelError(f"{spec}: no such model repository on the Hub (or it is private: log in with `hf auth login`)") from None
-    except RevisionNotFoundError:
-        raise ModelError(f"{spec}: the repository has no revision {revision!r}") from None
-    except LocalEntryNotFoundError:  # before EntryNotFoundError, its base class
-        raise ModelError(f"{spec}: not in the Hub cache and the Hub cannot be reached (offline?); "
-                         "download it once online, or give a local folder") from None
-    except EntryNotFoundError:
-        raise ModelError(f"{spec}: the repository has no model.safetensors (make one with export.py)") from None
-    except HfHubHTTPError as e:
-        raise ModelError(f"{spec}: the Hub answered {str(e).splitlines()[0][:200]}") from None
-
-
-def weights_path(spec: str) -> Path:
-    """The file a model spec names: eccv16's cached download, hf:OWNER/NAME's cached file, a folder's model.safetensors, a file."""
-    if spec in RELEASES:
-        override = os.environ.get(f"COLORGAN_{spec.upper()}_URL")  # one URL, or several separated by spaces
-        urls = override.split() if override else RELEASES[spec]
-        # an override's file name with a hash is checked against it; one without is checked against the release's
-        return fetch_weights(urls, None if HASH_IN_NAME.search(urls[0].rsplit("/", 1)[-1]) else RELEASES[spec][0].rsplit("/", 1)[-1])
-    if spec.startswith("hf:"):
-        return _hub_file(spec)
-    path = Path(spec)
-    if path.is_dir():
-        if not (path / "model.safetensors").is_file():
-            raise ModelError(f"{spec}: a folder without model.safetensors (export.py writes one)")
-        return path / "model.safetensors"
-    if path.is_file():
-        return path
-    raise ModelError(f"{spec}: no such file (a model is eccv16, siggraph17, scratch, a .pth/.pt/.safetensors file, an "
-                     "exported folder or hf:OWNER/NAME)")
+# ----------------------------------------------------------------------------- model specs
 
 
 def spec_labels(specs: list[str]) -> list[str]:
@@ -415,12 +385,13 @@ def _release_state(state: dict) -> dict:
 
 
 def state_arch(state: dict) -> str:
-    """The architecture whose release keys a generator state dict has: siggraph17 (its decoder's model10) or eccv16."""
-    return "siggraph17" if "model10.1.weight" in state else "eccv16"
+    """The architecture whose keys a generator state dict has: hypercolumn (its head's projection), siggraph17 (its
+    decoder's model10) or eccv16."""
+    return "hypercolumn" if "project.weight" in state else "siggraph17" if "model10.1.weight" in state else "eccv16"
 
 
 def generator_from_state(state: dict, label: str = "the weights") -> Generator:
-    """The generator (either architecture, told by its keys) holding a state dict's tensors; one line when they do not fit."""
+    """The generator (its architecture told by its keys) holding a state dict's tensors; one line when they do not fit."""
     state = _release_state(state)
     arch = state_arch(state)
     with torch.device("meta"):  # no memory and no random init for weights that loading replaces
@@ -432,12 +403,50 @@ def generator_from_state(state: dict, label: str = "the weights") -> Generator:
     return G
 
 
+def arch_of(spec: str, arch: str = "eccv16") -> str:
+    """A model spec's architecture without building the model (its name's, or its weights' keys, read mapped), so that
+    what it cannot take is refused before the weights load; scratch is arch."""
+    known = {"eccv16": "eccv16", "siggraph17": "siggraph17", "colorgan": "hypercolumn", "scratch": arch, "gray": "gray"}
+    if spec in known:
+        return known[spec]
+    path = weights.weights_path(spec)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), "pt") as f:
+                return state_arch(_release_state(dict.fromkeys(f.keys())))
+        except (SafetensorError, OSError) as e:
+            raise ModelError(f"{spec}: not a readable safetensors file ({str(e).splitlines()[0][:200]})") from None
+    state = weights.load_checkpoint(path)  # mapped: the tensors' bytes are not read
+    return state_arch(_release_state(state.get("generator", state)))
+
+
+ARCH_NAMES = {"eccv16": "an ECCV16 model", "siggraph17": "a SIGGRAPH17 model", "hypercolumn": "a hypercolumn model",
+              "gray": "no colorizer"}
+SPEC_TEXT = {"colorgan": "colorgan's own colorizer, shipped: a frozen ImageNet VGG16 and a head trained by colorgan",
+             "eccv16": "Zhang et al.'s official ECCV16 weights", "siggraph17": "Zhang, Zhu et al.'s official SIGGRAPH17 weights",
+             "scratch": "random weights", "gray": "ab = 0: the floor a colorizer must beat on PSNR"}
+
+
+def describe(spec: str, G: nn.Module) -> str:
+    """What a run says of its model: the spec, what it is, and the hypercolumn backbone when it is not ImageNet's."""
+    G = getattr(G, "source", G)  # a runtime's wrapper: the PyTorch model it runs
+    text = SPEC_TEXT.get(spec, ARCH_NAMES[G.arch])
+    if G.arch == "hypercolumn" and not G.backbone_id.startswith("ImageNet"):
+        text += f"; its VGG16 is {G.backbone_id}, not ImageNet's"
+    return f"{spec} ({text})"
+
+
 def load_generator(spec: str, device: str | torch.device = "cpu", arch: str = "eccv16") -> Generator:
-    """A ready generator (eval mode) from a model spec: eccv16, siggraph17, scratch (of arch), release-format weights of
-    either, a ckpt.pt (EMA first), a .safetensors file, an exported folder or hf:OWNER/NAME[@REVISION]."""
+    """A ready generator (eval mode) from a model spec: colorgan (the shipped hypercolumn model), eccv16, siggraph17,
+    scratch (of arch), release-format weights, a ckpt.pt (EMA first), a .safetensors file, an exported folder or
+    hf:OWNER/NAME[@REVISION]."""
     if spec == "scratch":
         return ARCHS[arch]().to(device).eval()
-    state = load_checkpoint(weights_path(spec))
+    if spec == "gray":
+        return Gray().to(device).eval()
+    state = weights.load_checkpoint(weights.weights_path(spec))
     if "generator" in state:
         state = state.get("generator_ema") or state["generator"]
     return generator_from_state(state, spec).to(device).eval()
@@ -449,18 +458,6 @@ def fingerprint(*modules: nn.Module) -> torch.Tensor:
     return torch.stack([(p.double() * (i + 1)).sum() for m in modules for i, p in enumerate(m.parameters())]).sum()
 
 
-def rng_state() -> dict:
-    """Torch's CPU and CUDA generator states, for exact resume."""
-    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore what rng_state saved."""
-    torch.set_rng_state(state["cpu"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 # ----------------------------------------------------------------------------- inference
 
 
@@ -470,11 +467,13 @@ def device_of(G) -> torch.device:
 
 
 @torch.no_grad()
-def predict_ab(G: Generator, small: torch.Tensor, temperature: float = 1.0, hints: torch.Tensor | None = None) -> torch.Tensor:
+def predict_ab(G: Generator, small: torch.Tensor, temperature: float = 1.0, hints: torch.Tensor | None = None,
+               vividness: float = 1.0) -> torch.Tensor:
     """uint8 RGB copies (N,3,s,s) (and hints (N,3,s,s) for a SIGGRAPH17 model) -> the model's ab (N,2,s,s), float32,
-    on the model's device."""
+    on the model's device, times vividness (a chroma gain: 0 gray, 1 the model's own)."""
     device = device_of(G)
-    return G(data.uint8_to_l(small.to(device)), None if hints is None else hints.to(device), temperature).float()
+    ab = G(data.uint8_to_l(small.to(device)), None if hints is None else hints.to(device), temperature).float()
+    return ab if vividness == 1 else ab * vividness
 
 
 @torch.no_grad()
@@ -517,8 +516,8 @@ def small_copy(img: Image.Image, size: int = 256) -> torch.Tensor:
 
 
 def colorize(G: Generator, img: Image.Image, size: int = 256, temperature: float = 1.0, hints: torch.Tensor | None = None,
-             chunk_pixels: int = 1 << 17) -> Image.Image:
+             chunk_pixels: int = 1 << 17, vividness: float = 1.0) -> Image.Image:
     """The release pipeline: L of a size x size bicubic copy (and hints (3,size,size) at that scale) -> ab, upsampled
     onto the full-resolution L."""
-    return paint(img, predict_ab(G, small_copy(img, size)[None], temperature, None if hints is None else hints[None])[0],
-                 chunk_pixels)
+    return paint(img, predict_ab(G, small_copy(img, size)[None], temperature, None if hints is None else hints[None],
+                                 vividness)[0], chunk_pixels)

@@ -105,12 +105,12 @@ def _openvino_installed() -> bool:
     return True
 
 
-def choose(runtime: str, precision: str, device: str = "auto", temperature: float = 1.0) -> tuple[str, str, str]:
+def choose(runtime: str, precision: str, device: str = "auto", temperature: float = 1.0, samples: int = 0) -> tuple[str, str, str]:
     """Resolve auto to (runtime, precision, a one-line note of what was chosen, or ''). --runtime=auto: on a CPU with
-    bf16 units, openvino bf16 (2.5-3x torch fp32 at an ab error of ~0.05, the README's Speed), else torch bf16; elsewhere
+    bf16 units, openvino bf16 (2.5-3x torch fp32 at an ab error of ~0.05, docs/speed.md), else torch bf16; elsewhere
     torch fp32 (on AVX2, OpenVINO fp32 is 0.93x and int8 1.1x at a colour cost); never int8 unasked (it needs calibration
-    photos and loses hints); a GPU or a temperature below 1 keeps torch. --runtime=torch with precision auto is fp32,
-    the exact path; openvino's auto is bf16 where the CPU has the units."""
+    photos and loses hints); a GPU, a temperature below 1 or samples keep torch. --runtime=torch with precision auto is
+    fp32, the exact path; openvino's auto is bf16 where the CPU has the units."""
     if "auto" not in (runtime, precision):
         return runtime, precision, ""
     on_gpu = runtime != "openvino" and (device.startswith(("cuda", "mps")) or (device == "auto" and torch.cuda.is_available()))
@@ -120,14 +120,15 @@ def choose(runtime: str, precision: str, device: str = "auto", temperature: floa
         return runtime, precision, f"colorgan: --runtime={runtime} --precision={precision} ({cpu_class()})" if runtime == "openvino" else ""
     if precision == "auto":
         precision = "bf16" if bf16_cpu else "fp32"
-    fast = precision == "int8" or (precision == "bf16" and bf16_cpu and temperature == 1)
+    fast = precision == "int8" or (precision == "bf16" and bf16_cpu and temperature == 1 and not samples)
     runtime = "openvino" if fast and _openvino_installed() else "torch"
     why = ("on a GPU" if on_gpu else f"{cpu_class()}: the CPU's bf16 units, ab within ~0.05 of fp32" if precision == "bf16"
            else f"{cpu_class()}: no bf16 units, and nothing runs faster than torch fp32 here" if runtime == "torch" else cpu_class())
-    return runtime, precision, f"colorgan: auto chose --runtime={runtime} --precision={precision} ({why}; the README's Speed)"
+    return runtime, precision, f"colorgan: auto chose --runtime={runtime} --precision={precision} ({why}; docs/speed.md)"
 
 
-def check(runtime: str, precision: str, fallback: bool | None = None, device: str = "auto", temperature: float = 1.0) -> str:
+def check(runtime: str, precision: str, fallback: bool | None = None, device: str = "auto", temperature: float = 1.0,
+          samples: int = 0) -> str:
     """Refuse a runtime or precision that cannot run here, in one line (before any weights load); returns the precision
     to use (fp32 where the CPU lacks bf16 and fallback is allowed, with a note). OpenVINO runs on the CPU at
     temperature 1; torch on a GPU goes by the GPU's bf16, not the CPU's. fallback=None: the script has no --fallback."""
@@ -145,6 +146,9 @@ def check(runtime: str, precision: str, fallback: bool | None = None, device: st
         except ImportError:
             raise RuntimeChoiceError(f"--runtime=openvino{' --precision=int8' if precision == 'int8' else ''} needs "
                                      f"{'openvino and nncf' if precision == 'int8' else 'openvino'}: pip install openvino nncf") from None
+    if runtime == "openvino" and samples:
+        raise RuntimeChoiceError("--samples draws from the model's colour distribution, which the OpenVINO graph (its mean "
+                                 "colour) does not give: use --runtime=torch (or auto)")
     if runtime == "openvino" and (temperature != 1 or device not in ("auto", "cpu")):
         raise RuntimeChoiceError("--runtime=openvino runs on the CPU at temperature 1 (the release's mean); use --runtime=torch "
                                  f"for {'--temperature' if temperature != 1 else '--device=' + device}")
@@ -157,6 +161,22 @@ def check(runtime: str, precision: str, fallback: bool | None = None, device: st
         print(f"colorgan: this CPU ({cpu_name()}) has no bf16 units: running fp32 (--fallback=True)", file=sys.stderr)
         return "fp32"
     return precision
+
+
+def pick_device(name: str) -> torch.device:
+    """The device to run on (under a launcher, auto is this process's GPU); RuntimeChoiceError when it is not here."""
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if name == "auto":
+        return torch.device(f"cuda:{local % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise RuntimeChoiceError(f"--device={name}: not a device (auto, cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise RuntimeChoiceError(f"--device={name}: torch sees {torch.cuda.device_count()} CUDA GPUs here")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeChoiceError(f"--device={name}: no Apple GPU (MPS) here")
+    return dev
 
 
 class Autocast(nn.Module):

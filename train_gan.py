@@ -1,10 +1,11 @@
-"""Stage 2: adversarial fine-tuning of the stage-1 colorizer with a 70x70 PatchGAN.
+"""Stage 2: adversarial fine-tuning of the stage-1 colorizer with a 70x70 PatchGAN (any architecture; the hypercolumn
+model's head alone learns, its VGG16 frozen).
 
     python train_gan.py --init=runs/finetune/ckpt.pt                          # one GPU or the CPU
     accelerate launch --multi_gpu train_gan.py --init=runs/finetune/ckpt.pt   # several GPUs or nodes
 
 Per batch (training.gan_step): one D step (real [L, ab] = 1, detached fake = 0, halved), then one G step:
-L_G = L_GAN + lambda_l1 * L1(ab) + lambda_perceptual * VGG19 relu4_3 distance (on RGB made from Lab), then the
+L_G = L_GAN + lambda_l1 * L1(ab) + lambda_perceptual * VGG relu4_3 distance (on RGB made from Lab), then the
 EMA of G. SIGTERM or Ctrl-C: the step finishes, ckpt.pt is written at that position; --resume=True goes on.
 """
 
@@ -13,8 +14,7 @@ import copy
 import torch
 
 import configurator
-import hints
-import losses
+import hints as hint_files
 import models
 import training
 from data import DEFAULT_DATA, uint8_to_lab
@@ -43,7 +43,8 @@ beta2 = 0.999
 lambda_l1 = 10.0
 lambda_perceptual = 10.0  # 0 (or --vgg_weights=none) turns the perceptual term off
 gan_mode = "vanilla"  # vanilla (BCE), lsgan or hinge
-vgg_weights = "imagenet"  # perceptual loss: imagenet (torchvision download), random, none, or a vgg19 .pth
+vgg_weights = "imagenet"  # perceptual loss: imagenet (VGG19: torchvision's download; VGG16: from pip), random, none, or a file
+perceptual_net = "vgg19"  # the perceptual loss's network, at relu4_3: vgg19 (the seeds') or vgg16 (its ImageNet weights come with pip)
 ema_decay = 0.999  # EMA of G used by evaluate and colorize (0 = off); ramps up as (1 + step) / (10 + step)
 val_images = 0  # validate on the first N validation images (0 = all)
 val_every_steps = 0  # also validate every N steps (0 = at each epoch's end only)
@@ -62,7 +63,8 @@ state = run.resume_state() if resume else None
 G = training.generator(SCRIPT, init, "auto", state)
 with training.refusals(SCRIPT):
     use_vgg = lambda_perceptual > 0 and vgg_weights != "none"
-    vgg = losses.VGGFeatures(vgg_weights).to(run.device) if use_vgg else None
+    relu4_3 = models.RELU4_3 if perceptual_net == "vgg19" else models.VGG16_RELU4_3
+    vgg = models.VGGFeatures(vgg_weights, relu4_3, perceptual_net).to(run.device) if use_vgg else None
 if G.takes_hints:  # SIGGRAPH17's class head has no part in the GAN's losses (and DDP refuses parameters without gradients)
     G.model_class.requires_grad_(False)
 D = models.PatchDiscriminator()
@@ -74,11 +76,14 @@ if state is not None:
         G_ema.load_state_dict(state.get("generator_ema", state["generator"]))
 if channels_last:
     G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-opt_G = training.adam(G.parameters(), lr_g, (beta1, beta2))
+opt_G = training.adam([p for p in G.parameters() if p.requires_grad], lr_g, (beta1, beta2))
 opt_D = training.adam(D.parameters(), lr_d, (beta1, beta2))
 if state is not None:
     opt_G.load_state_dict(state["opt_G"])
     opt_D.load_state_dict(state["opt_D"])
+    for opt, rate in ((opt_G, lr_g), (opt_D, lr_d)):  # a resume takes the rates as given
+        for group in opt.param_groups:
+            group["lr"] = rate
 run.loaders(val_ds, batch_size, num_workers, sample_images)
 G, D, opt_G, opt_D = run.accelerator.prepare(G, D, opt_G, opt_D)
 if G_ema is not None:
@@ -104,7 +109,7 @@ def validate() -> None:
 with training.refusals(SCRIPT):  # 16 undecodable photos in a row: the data is broken, not one file
     for rgb in run.batches(epochs, max_steps, validate, state_dict):
         L, ab = uint8_to_lab(rgb)
-        given = hints.simulate(ab, hint_rng, hint_p_stop) if G_own.takes_hints else None  # SIGGRAPH17: hints from the truth
+        given = hint_files.simulate(ab, hint_rng, hint_p_stop) if G_own.takes_hints else None  # SIGGRAPH17: hints from the truth
         ema = (G_ema, G_own, training.ema_decay_at(run.step, ema_decay)) if G_ema is not None else None
         finite, logs = training.gan_step(G_fwd, D_fwd, D_for_G, opt_G, opt_D, L, ab, given, gan_mode=gan_mode, lambda_l1=lambda_l1,
                                          lambda_perceptual=lambda_perceptual, vgg=vgg, ema=ema,

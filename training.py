@@ -26,19 +26,21 @@ import torch.nn as nn
 from tqdm import tqdm
 
 import data
+import features
 import losses
 import metrics
 import models
+import weights
 
-CHOICES = {"mixed_precision": ("no", "fp16", "bf16"), "loss": ("mse", "classification", "huber"), "gan_mode": ("vanilla", "lsgan", "hinge"),
+CHOICES = {"mixed_precision": ("no", "fp16", "bf16"), "loss": ("auto", "mse", "classification", "huber"), "gan_mode": ("vanilla", "lsgan", "hinge"),
            "arch": ("auto", *models.ARCHS), "hint_centres": ("gaussian", "uniform"),
            "resize": data.RESIZE_MODES, "fid": tuple(metrics.FID_FLAVOURS), "lpips_net": tuple(metrics.LPIPS_NETS),
-           "device": ("auto", "cpu", "cuda")}
+           "device": ("auto", "cpu", "cuda"), "perceptual_net": models.VGG_NETS}
 POSITIVE = ("image_size", "batch_size", "epochs", "log_every", "save_every_epochs", "save_every_minutes", "lr", "lr_g", "lr_d",
-            "max_bad_steps", "max_bad_images", "prior_images", "hint_p_stop")
+            "max_bad_steps", "max_bad_images", "prior_images", "hint_p_stop", "cache_views", "cache_positions", "cache_gb")
 SHOWN = ("loss/train", "loss/D", "loss/G", "loss/G_L1")  # on the progress bar; TensorBoard has every loss
 RESUME_FIXED = ("image_size", "batch_size", "loss")  # what a resume cannot change: the step's shapes and its loss
-NOT_NEGATIVE = ("num_workers", "max_steps", "val_images", "val_every_steps", "sample_images", "lambda_l1", "lambda_perceptual",
+NOT_NEGATIVE = ("num_workers", "rebalance", "max_steps", "val_images", "val_every_steps", "sample_images", "lambda_l1", "lambda_perceptual",
                 "max_images", "grid_images", "lambda_class")
 
 
@@ -47,8 +49,19 @@ def main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+_replaced: dict[int, object] = {}  # the SIGTERM/SIGINT handlers a Run replaced, given back when it closes or fails
+
+
+def give_back_signals() -> None:
+    """Put back the signal handlers a Run replaced (run in-process, the caller keeps its own)."""
+    for s, h in _replaced.items():
+        signal.signal(s, h)
+    _replaced.clear()
+
+
 def fail(script: str, message: str, code: int = 1) -> NoReturn:
-    """One line on stderr (from the main process only) and a non-zero exit."""
+    """One line on stderr (from the main process only), the signal handlers given back, and a non-zero exit."""
+    give_back_signals()
     if main_process():
         print(f"{script}: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
@@ -59,7 +72,7 @@ def refusals(script: str):
     """Turn the errors a user can cause while loading (data, weights) into fail()."""
     try:
         yield
-    except (data.DataError, models.ModelError, losses.VGGError) as e:
+    except (data.DataError, models.ModelError, models.VGGError) as e:
         fail(script, str(e).strip().splitlines()[-1])
 
 
@@ -156,7 +169,7 @@ class Run:
         if config.get("overwrite") and self.is_main:  # asked for: the old run's logs and prior go, its checkpoint is replaced
             for old in [*self.out.glob("events.out.tfevents.*"), self.out / "ab_prior.npy"]:
                 old.unlink(missing_ok=True)
-        self._handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        _replaced.update({s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)})
 
     @functools.cached_property
     def writer(self):
@@ -167,14 +180,14 @@ class Run:
         return SummaryWriter(str(self.out)) if self.is_main else None
 
     def fail(self, message: str, code: int = 1) -> NoReturn:
-        """Restore the signal handlers, then fail()."""
+        """Close the logs, then fail()."""
         self.close()
         fail(self.script, message, code)
 
     def _on_signal(self, signum: int, frame) -> None:
         """Ask for a stop after the current step; a second signal stops at once."""
         self._stop = signum
-        signal.signal(signum, self._handlers[signum])
+        signal.signal(signum, _replaced[signum])
         if self.is_main:
             print(f"\n{self.script}: {signal.Signals(signum).name}: finishing this step, then saving "
                   "(send it again to stop without saving)", file=sys.stderr, flush=True)
@@ -194,13 +207,52 @@ class Run:
         self.train_ds = train_ds
         return train_ds, torch.utils.data.Subset(val_ds, range(min(val_images, len(val_ds)))) if val_images else val_ds
 
+    def cache_features(self, G: nn.Module, folder: Path, views: int, positions: int, max_gb: float, batch_size: int,
+                       num_workers: int) -> features.FeatureCache:
+        """The hypercolumn model's frozen features of every training photo and view, cached once (features.py) and from
+        now on the training set: its size said (and refused over max_gb) before the first photo; a stop while filling
+        saves what is done, and the same command goes on from there."""
+        backbone = weights.tensor_digest(dict(G.backbone.named_buffers()))[:16]  # the features depend on these weights
+        key = {"dataset": self.config["dataset"], "photos": len(self.train_ds), "image_size": self.config["image_size"],
+               "seed": self.config["seed"], "views": views, "positions": positions, "backbone": backbone}
+        size = len(self.train_ds) * views * features.row_bytes(positions)
+        if size > max_gb * 2**30:
+            self.fail(f"the feature cache would take {size / 2**30:.2f} GB ({len(self.train_ds)} photos x {views} views x "
+                      f"{positions} positions), over --cache_gb={max_gb:g}: lower --cache_views or --cache_positions")
+        cache = features.FeatureCache(folder, len(self.train_ds), views, positions, key, self.accelerator.process_index,
+                                      self.accelerator.num_processes)
+        self.accelerator.wait_for_everyone()  # the main process made the files
+        cache.open()
+        missing = int((~cache.filled()).sum())
+        if self.is_main:
+            print(f"{self.script}: the backbone's features of {len(self.train_ds)} photos x {views} views: {size / 2**30:.2f} GB "
+                  f"in {folder}" + (f" ({missing} rows to compute)" if missing else " (all cached)"), file=sys.stderr)
+        if missing:
+            G.eval()
+            with torch.random.fork_rng(devices=range(torch.cuda.device_count())):  # training draws what it would have drawn
+                features.fill(cache, G, self.train_ds, self.config["seed"], batch_size, num_workers, self.device,
+                              self.accelerator.autocast, self._note_bad, lambda: self._stop is not None, self.is_main,
+                              _ignore_stop_signals)
+            G.train()
+            stop = torch.tensor(float(self._stop or 0), device=self.device)
+            stop = int((self.accelerator.reduce(stop, "max") if self.accelerator.num_processes > 1 else stop).item())
+            if stop:
+                done = int(cache.filled().sum())
+                self.fail(f"stopped by {signal.Signals(stop).name} while caching features: {done} of {len(cache.filled())} "
+                          "rows are cached; the same command goes on from there", 128 + stop)
+            self.accelerator.wait_for_everyone()
+        self.train_ds = cache
+        return cache
+
     def loaders(self, val_ds, batch_size: int, num_workers: int, sample_images: int) -> tuple:
         """Prepared training and validation loaders; the first good validation photos become the TensorBoard samples."""
         self._order = torch.Generator()  # reseeded every epoch: the data order is a function of (seed, epoch)
         kw = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available(), worker_init_fn=_ignore_stop_signals)
+        # each loader's own generator also seeds its workers: a resume, which starts its epoch's loader afresh, leaves the
+        # global generator (the model's dropout) as a run that never stopped left it
         train = torch.utils.data.DataLoader(self.train_ds, batch_size, sampler=torch.utils.data.RandomSampler(self.train_ds, generator=self._order),
-                                            drop_last=True, **kw)
-        val = torch.utils.data.DataLoader(val_ds, batch_size, **kw)
+                                            drop_last=True, generator=self._order, **kw)
+        val = torch.utils.data.DataLoader(val_ds, batch_size, generator=torch.Generator().manual_seed(0), **kw)
         self.train_loader, self.val_loader = self.accelerator.prepare(train, val)
         good = []
         for i in range(len(val_ds)):
@@ -226,7 +278,7 @@ class Run:
     def resume_state(self) -> dict:
         """out_dir/ckpt.pt, with the position set from it; the RNG is restored when the loop starts."""
         with refusals(self.script):
-            state = models.load_checkpoint(self.out / "ckpt.pt")
+            state = weights.load_checkpoint(self.out / "ckpt.pt")
         for key in RESUME_FIXED:
             saved = state.get("config", {}).get(key, self.config.get(key))
             if key in self.config and saved != self.config[key]:
@@ -243,8 +295,8 @@ class Run:
         """Write out_dir/ckpt.pt (main process only, atomically) at the current position."""
         if self.is_main:
             scaler = self.accelerator.scaler
-            models.save_checkpoint({**self._state(), "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                                    "rng": models.rng_state(), "config": self.config, "bad_images": list(self.bad_images),
+            weights.save_checkpoint({**self._state(), "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                                    "rng": weights.rng_state(), "config": self.config, "bad_images": list(self.bad_images),
                                     "scaler": scaler.state_dict() if scaler is not None else {}}, self.out / "ckpt.pt")
         self._last_save = time.monotonic()
         self.accelerator.wait_for_everyone()
@@ -262,7 +314,7 @@ class Run:
                       "train; raise --max_steps or --epochs to go on", file=sys.stderr)
             return
         if self._resume_rng is not None:
-            models.set_rng_state(self._resume_rng)
+            weights.set_rng_state(self._resume_rng)
         total = max_steps or epochs * len(self.train_loader)
         self.bar = tqdm(total=total, initial=self.step, disable=not self.is_main, unit="step", file=sys.stderr)
         tick, tick_step = time.perf_counter(), self.step
@@ -348,7 +400,8 @@ class Run:
                 self._note_bad(bad)
                 yield rgb, torch.tensor([not b for b in bad], device=self.device)
 
-        metrics = losses.mean_metrics(G, batches(), self.accelerator.gather_for_metrics)
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):  # a resume after a validation draws alike
+            metrics = losses.mean_metrics(G, batches(), self.accelerator.gather_for_metrics)
         if self.is_main:
             for k, v in metrics.items():
                 self.writer.add_scalar(f"val/{k}", v, self.step)
@@ -360,9 +413,7 @@ class Run:
 
     def close(self) -> None:
         """Give SIGTERM/SIGINT back their previous handlers and close the logs."""
-        for s, h in self._handlers.items():
-            signal.signal(s, h)
-        self._handlers = {}
+        give_back_signals()
         if getattr(self, "bar", None) is not None:
             self.bar.close()
         if self.__dict__.get("writer") is not None:  # made, and on this process

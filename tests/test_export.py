@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 import models
+import weights
 from conftest import synthetic_rgb, varied_generator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ def trained_ckpt(tmp_path_factory) -> Path:
     """A ckpt.pt as train_gan.py writes it: G, a different EMA G, config and step."""
     G, ema = varied_generator(1), varied_generator(2)  # colour that depends on L: an ONNX graph ignoring L would show
     path = tmp_path_factory.mktemp("run") / "ckpt.pt"
-    models.save_checkpoint({"generator": G.state_dict(), "generator_ema": ema.state_dict(), "step": 1234,
+    weights.save_checkpoint({"generator": G.state_dict(), "generator_ema": ema.state_dict(), "step": 1234,
                             "config": {"lr_g": 2e-4, "dataset": "photos"}}, path)
     return path
 
@@ -57,7 +58,7 @@ def test_export_round_trip_is_bit_exact_and_onnx_matches(trained_ckpt, tmp_path,
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.onnx", "model.safetensors"]
     assert not list(tmp_path.glob(".exported*"))  # no temp folder left
-    ema = models.load_checkpoint(trained_ckpt)["generator_ema"]
+    ema = weights.load_checkpoint(trained_ckpt)["generator_ema"]
     for spec in (str(out), str(out / "model.safetensors")):
         loaded = models.load_generator(spec).state_dict()
         assert loaded.keys() == ema.keys() and len(loaded) == 82
@@ -104,9 +105,9 @@ def test_space_folder_runs_the_app_with_the_model_and_needs_only_its_requirement
     code, err = export(monkeypatch, capsys, str(trained_ckpt), str(out), f"--space={space}")
     assert code == 0, err
     files = sorted(str(p.relative_to(space)) for p in space.rglob("*") if p.is_file())
-    assert files == [".streamlit/config.toml", "Dockerfile", "README.md", "app.py", "configurator.py", "data.py", "hints.py", "losses.py",
+    assert files == [".streamlit/config.toml", "Dockerfile", "README.md", "app.py", "configurator.py", "data.py", "hints.py",
                      "models.py", "my-colorizer/config.json", "my-colorizer/model.safetensors", "reference.py", "requirements.txt",
-                     "runtime.py"]
+                     "runtime.py", "sampling.py", "weights.py"]
     assert (space / "my-colorizer" / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
     meta = yaml.safe_load((space / "README.md").read_text().split("---")[1])  # the block Spaces reads
     assert meta["sdk"] == "docker" and meta["app_port"] == 8501 and len(meta["short_description"]) <= 60
@@ -269,3 +270,29 @@ def test_a_stop_while_converting_is_one_line_and_leaves_nothing(monkeypatch, cap
         pytest.fail("the stop escaped export.py as a traceback")
     assert code == 130 and "stopped by SIGINT: nothing written" in err and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no export, no temp folder
+
+
+def test_the_hypercolumn_model_exports_its_head_and_a_whole_onnx_graph(hypercolumn_weights, tmp_path, monkeypatch, capsys):
+    import onnxruntime
+
+    import data
+
+    out = tmp_path / "hyper"
+    code, err = export(monkeypatch, capsys, hypercolumn_weights, str(out), "--onnx=True")
+    assert code == 0, err
+    info = json.loads((out / "config.json").read_text())
+    assert info["architecture"] == "HypercolumnGenerator" and "the head" in info["weights"]
+    assert "the head alone" in (out / "README.md").read_text()
+    from safetensors.torch import load_file
+
+    exported = load_file(str(out / "model.safetensors"))
+    assert not any(k.startswith("backbone.") for k in exported) and (out / "model.safetensors").stat().st_size < 8e6
+    G = models.load_generator(str(out))
+    rgb = torch.from_numpy(synthetic_rgb(5, 64, 96)).permute(2, 0, 1)[None]
+    L = data.uint8_to_l(rgb)
+    with torch.no_grad():
+        expected = G(L)
+    assert torch.equal(expected, models.load_generator(hypercolumn_weights)(L).detach())
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(["ab"], {"L": L.numpy()})[0]  # its VGG16 inside the graph: no colorgan needed
+    assert np.abs(got - expected.numpy()).max() < 0.5 and np.abs(got - expected.numpy()).mean() < 5e-3

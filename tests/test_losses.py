@@ -33,7 +33,7 @@ def test_l1_weights_skip_gray_images():
 
 def test_perceptual_is_zero_for_identical_and_grows_with_difference():
     torch.manual_seed(0)
-    vgg = losses.VGGFeatures("random")
+    vgg = models.VGGFeatures("random")
     a = torch.rand(2, 3, 32, 32)
     assert losses.perceptual(vgg, a, a).abs().max() == 0
     small, large = losses.perceptual(vgg, a, (a + 0.05).clamp(0, 1)), losses.perceptual(vgg, a, 1 - a)
@@ -47,7 +47,7 @@ def test_vgg_weights_from_a_local_file(tmp_path):  # the download and its offlin
     torch.manual_seed(1)
     full = torchvision.models.vgg19().state_dict()
     torch.save(full, tmp_path / "vgg19.pth")
-    vgg = losses.VGGFeatures(str(tmp_path / "vgg19.pth"))
+    vgg = models.VGGFeatures(str(tmp_path / "vgg19.pth"))
     assert torch.equal(vgg.features[0].weight, full["features.0.weight"])
 
 

