@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 import struct
 import warnings
 import zlib
@@ -30,6 +31,9 @@ WHITE_D65 = (0.95047, 1.0, 1.08883)
 RGB_FROM_WHITE_XYZ = tuple(tuple(m * w for m, w in zip(row, WHITE_D65)) for row in RGB_FROM_XYZ)  # XYZ / white -> RGB
 MAX_PIXELS = 100_000_000  # refuse larger images: a decompression bomb costs gigabytes
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpeg", ".mpg", ".ts", ".wmv", ".flv"}
+WRITE_SUFFIXES = {".mp4": "libx264", ".mov": "libx264", ".m4v": "libx264", ".mkv": "ffv1", ".webm": "libvpx-vp9",
+                  ".avi": "ffv1"}  # the video outputs colorgan writes, and their codec
 # the formats behind those suffixes (JPEG includes cameras' multi-picture MPO), the only ones PIL may open: it decodes by
 # content, and an EPS named x.png would otherwise go to Ghostscript
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "DIB", "GIF", "TIFF")
@@ -113,6 +117,11 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     return rgb.clamp(0, 1)
 
 
+def gray_rgb(L: torch.Tensor) -> torch.Tensor:
+    """L (N,1,H,W) -> the sRGB gray picture (N,3,H,W) in [0,1] with that lightness: what an ImageNet network sees of it."""
+    return lab_to_rgb(torch.cat([L, torch.zeros_like(L).expand(-1, 2, -1, -1)], 1))
+
+
 def uint8_to_lab(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 RGB (N,3,H,W) on any device -> (L (N,1,H,W), ab (N,2,H,W)) in float32, as rgb_to_lab."""
     lab = _lab_from_linear(_linear_table(batch))
@@ -191,7 +200,10 @@ def _rgb16(src, img: Image.Image, rawmode: str | None, orientation: int | None) 
 
 
 def _open(src: str | os.PathLike | bytes) -> Image.Image:
-    """PIL's lazy opening of a photo file, our own pixel limit deciding instead of PIL's warning."""
+    """PIL's lazy opening of a photo file, our own pixel limit deciding instead of PIL's warning; a path that is not a
+    regular file (a FIFO, a device) is refused unopened: reading it would block or never end."""
+    if not isinstance(src, bytes) and os.path.exists(src) and not os.path.isdir(src) and not stat.S_ISREG(os.stat(src).st_mode):
+        raise ImageError(f"{src}: not a regular file (a pipe or a device is never read)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         return Image.open(io.BytesIO(src) if isinstance(src, bytes) else src, formats=IMAGE_FORMATS)

@@ -107,7 +107,7 @@ def _time(value: object, where: str) -> float:
     if isinstance(value, str):
         parts = value.strip().split(":")
         try:
-            if 1 < len(parts) <= 3 and all(parts):
+            if 1 < len(parts) <= 3 and all(parts) and not any(p.strip().startswith(("-", "+")) for p in parts):
                 seconds = sum(float(p) * 60 ** i for i, p in enumerate(reversed(parts)))
                 if math.isfinite(seconds) and seconds >= 0:
                     return seconds
@@ -257,6 +257,22 @@ def batch(given: list[torch.Tensor | None], size: int) -> torch.Tensor | None:
     if all(h is None for h in given):
         return None
     return torch.stack([torch.zeros(3, size, size) if h is None else h for h in given])
+
+
+def points_from(ab: torch.Tensor, L: torch.Tensor, width: int, height: int, grid: int = 4) -> tuple[Point, ...]:
+    """A colouring (ab (2,s,s) at the model's scale, over its L (1,s,s)) as hint points: each of grid x grid cells' mean
+    colour at its centre, in the photo's pixels (the app's "keep editing" of a choice)."""
+    s = L.shape[-1]
+    side = s // grid
+    found = []
+    for r in range(grid):
+        for c in range(grid):
+            cell = (slice(r * side, (r + 1) * side), slice(c * side, (c + 1) * side))
+            lab = torch.cat([L[0][cell].mean().view(1), ab[0][cell].mean().view(1), ab[1][cell].mean().view(1)])
+            rgb = data.lab_to_rgb(lab.view(1, 3, 1, 1))[0, :, 0, 0]
+            found.append(Point((c + 0.5) * side * width / s - 0.5, (r + 0.5) * side * height / s - 0.5,
+                               tuple(int(v) for v in (rgb * 255).round().tolist()), None))
+    return tuple(found)
 
 
 def to_json(points: list[dict], reference: str = "") -> str:

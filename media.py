@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections import deque
+from dataclasses import dataclass
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
@@ -19,14 +20,16 @@ import torch
 from PIL import Image, ImageCms
 
 import data
+import guidance
 import hints
 import models
 import reference
-import video
+import sampling
+import weights
 
 SAVE_FORMATS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}  # photo outputs PIL writes
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif"}  # --format for folders
-OUTPUT_SUFFIXES = SAVE_FORMATS | video.VIDEO_SUFFIXES  # what a single output's name may end in
+OUTPUT_SUFFIXES = SAVE_FORMATS | data.VIDEO_SUFFIXES  # what a single output's name may end in
 ALPHA_FORMATS = {".png", ".webp", ".tif", ".tiff"}
 DEEP_FORMATS = {".png", ".tif", ".tiff"}  # what a 16-bit scan's colorization is written to in 16 bits
 SAVE_OPTIONS = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"quality": 95}}
@@ -39,7 +42,7 @@ class PlanError(ValueError):
 def _inputs(src: Path, exclude: Path) -> list[Path]:
     """The photos and videos under a folder, sorted, leaving out the output folder when it lies inside; symlinked
     folders are followed, each real folder once (a link back up the tree is no loop)."""
-    suffixes = data.IMAGE_SUFFIXES | video.VIDEO_SUFFIXES
+    suffixes = data.IMAGE_SUFFIXES | data.VIDEO_SUFFIXES
     found, seen = [], set()
     for root, dirs, files in os.walk(src, followlinks=True):
         real = Path(root).resolve()
@@ -55,13 +58,38 @@ def _inputs(src: Path, exclude: Path) -> list[Path]:
 def _suffix(src: Path, fmt: str) -> str:
     """The output suffix for a file in a folder job: --format, else the input's own where writable, else .png/.mp4."""
     own = src.suffix.lower()
-    if own in video.VIDEO_SUFFIXES:
-        return src.suffix if own in video.WRITE_SUFFIXES else ".mp4"
+    if own in data.VIDEO_SUFFIXES:
+        return src.suffix if own in data.WRITE_SUFFIXES else ".mp4"
     return FORMATS[fmt] if fmt else src.suffix if own in SAVE_FORMATS else ".png"
 
 
-def plan(paths: list[str], fmt: str = "") -> tuple[list[tuple[Path, Path]], list[str]]:
-    """(input, output) pairs and notes on renamed outputs: file -> file, folder -> mirrored folder, several -> folder.
+@dataclass(frozen=True)
+class Job:
+    """One input's work: its output, and beside it (NAME-sampleK.SUFFIX) as many sampled colourings as asked."""
+    src: Path
+    dst: Path
+    samples: int = 0
+    replace: bool = False  # --overwrite: write every output, even those there
+
+    @property
+    def outputs(self) -> list[Path]:
+        """Every file this job writes: the colorization, then its samples in order."""
+        width = len(str(self.samples))
+        return [self.dst] + [self.dst.with_name(f"{self.dst.stem}-sample{k:0{width}d}{self.dst.suffix}")
+                             for k in range(1, self.samples + 1)]
+
+    def exists(self, redo_empty: bool = False) -> bool:
+        """Every output is there (redo_empty: a zero-byte one, left by a crash of another tool, is not)."""
+        return all(p.exists() and not (redo_empty and p.is_file() and p.stat().st_size == 0) for p in self.outputs)
+
+    def todo(self) -> list[Path]:
+        """The outputs still to write (an interrupted job may have written some)."""
+        return [p for p in self.outputs if not p.exists() or (p.is_file() and p.stat().st_size == 0)]
+
+
+def plan(paths: list[str], fmt: str = "", samples: int = 0) -> tuple[list[Job], list[str]]:
+    """The jobs (input, output, samples) and notes on renamed outputs: file -> file, folder -> mirrored folder, several ->
+    folder.
 
     A folder's files keep their relative paths under the output folder (several inputs: under their own names).
     When two inputs would share an output, the one whose suffix is unchanged keeps the name, then the first in
@@ -82,7 +110,27 @@ def plan(paths: list[str], fmt: str = "") -> tuple[list[tuple[Path, Path]], list
     for src, dst in wanted:
         if dst.exists() and src.resolve() == dst.resolve():
             raise PlanError(f"{dst}: refusing to overwrite the input")
-    return distinct(wanted)
+    pairs, notes = distinct(wanted)
+    jobs = [Job(src, dst, 0 if src.suffix.lower() in data.VIDEO_SUFFIXES else samples) for src, dst in pairs]
+    owner: dict[str, Path] = {}
+    inputs_seen = {str(src.resolve()).lower() for src, _ in pairs}
+    for job in jobs:  # a sample's name is no other file's: no input and no other output
+        for p in job.outputs:
+            if str(p).lower() in owner or str(p.resolve()).lower() in inputs_seen:
+                other = owner.get(str(p).lower(), p)
+                raise PlanError(f"{p}: a sample of {job.src} would take the name of {other} (rename that file, or choose "
+                                "another output folder)")
+            owner[str(p).lower()] = job.src
+    return jobs, notes
+
+
+def check_writable(jobs: list[Job]) -> None:
+    """An output folder that cannot be written is found now, not after the work: PlanError."""
+    for folder in sorted({job.dst.parent for job in jobs}):
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+            raise PlanError(f"{folder}: cannot write {'there' if folder.is_dir() else 'under it (not a folder)'}: nothing was done")
 
 
 def _mirrored(inputs: list[Path], out: Path, fmt: str) -> list[tuple[Path, Path]]:
@@ -172,7 +220,7 @@ def save(img: Image.Image | np.ndarray, path: Path, meta: dict | None = None) ->
         img = Image.fromarray(((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8), "RGB")  # rounded
     if isinstance(img, Image.Image) and img.mode == "RGBA" and suffix not in ALPHA_FORMATS:
         img = img.convert("RGB")
-    tmp = models.temp_beside(path)  # it keeps the suffix: PIL picks the format from it
+    tmp = weights.temp_beside(path)  # it keeps the suffix: PIL picks the format from it
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         if suffix == ".png":
@@ -203,28 +251,33 @@ def save(img: Image.Image | np.ndarray, path: Path, meta: dict | None = None) ->
 # ----------------------------------------------------------------------------- the folder job
 
 
-def colorize_files(G: models.Generator, jobs: list[tuple[Path, Path]], size: int = 256, temperature: float = 1.0,
-                   batch_size: int = 4, workers: int = 2, max_pixels: int = data.MAX_PIXELS,
-                   hints_for: dict[Path, hints.Hints] | None = None, guide: reference.Guide | None = None
-                   ) -> Iterator[tuple[Path, Path, str | None]]:
-    """Colorize photos [(src, dst)], yielding (src, dst, error or None) as each finishes.
+def colorize_files(G: models.Generator, jobs: list[Job], size: int = 256, temperature: float = 1.0, batch_size: int = 4,
+                   workers: int = 2, max_pixels: int = data.MAX_PIXELS, hints_for: dict[Path, hints.Hints] | None = None,
+                   guide: reference.Guide | None = None, vividness: float = 1.0, samples: int = 0, seed: int = 0
+                   ) -> Iterator[tuple[Job, str | None]]:
+    """Colorize photos, yielding (job, error or None) as each finishes; each job writes its missing outputs (all of
+    them with job.replace): the colorization and its samples (sampling.py, from the same forward).
 
     Worker threads decode (and make the model's small copy) and paint and encode (PIL and torch let go of the GIL),
     while this thread runs the model on batches. At most 2 x batch_size + workers photos are in flight, whatever
     their number or size. workers=0 does everything in this thread, one stage after another. hints_for gives a
-    SIGGRAPH17 model a photo's hints; the guide turns a hint file's reference photo into hints (an ECCV16 model: a
-    global transfer), in this thread, with the model's threads.
+    photo's hints; the guide turns a reference photo into what the model takes (guidance.takes_reference: hints,
+    matched in this thread with the model's threads, or a global transfer).
     """
     hints_for = hints_for or {}
+    by_hints = guidance.takes_reference(G) == "hints"
     matched = {src for src, h in hints_for.items() if h.reference is not None and guide is not None}
 
     def decode(src: Path) -> tuple[Image.Image, torch.Tensor, torch.Tensor | None]:
         img = data.load_image(src, keep_alpha=True, max_pixels=max_pixels, keep_16bit=True)
-        placed = src in hints_for and src not in matched and G.takes_hints
+        placed = src in hints_for and src not in matched and by_hints
         return img, models.small_copy(img, size), hints.place(hints_for[src], *img.size, size) if placed else None
 
-    def encode(img: Image.Image, ab: torch.Tensor, dst: Path) -> None:
-        save(models.paint(img, ab), dst, metadata(img))
+    def encode(img: Image.Image, abs_: list[torch.Tensor], job: Job) -> None:
+        meta = metadata(img)
+        for path, ab in zip(job.outputs, abs_):
+            if job.replace or path in job.todo():
+                save(models.paint(img, ab), path, meta)
 
     pool = ThreadPoolExecutor(workers) if workers else None
 
@@ -240,41 +293,44 @@ def colorize_files(G: models.Generator, jobs: list[tuple[Path, Path]], size: int
 
     limit = 2 * batch_size + workers
     todo = iter(jobs)
-    decoding: deque[tuple[Path, Path, Future]] = deque()
-    encoding: deque[tuple[Path, Path, Future]] = deque()
+    decoding: deque[tuple[Job, Future]] = deque()
+    encoding: deque[tuple[Job, Future]] = deque()
 
-    def finished(src: Path, dst: Path, f: Future) -> tuple[Path, Path, str | None]:
+    def finished(job: Job, f: Future) -> tuple[Job, str | None]:
         try:
             f.result()
-            return src, dst, None
+            return job, None
         except (data.ImageError, OSError, ValueError) as e:  # a bad photo or an unwritable output: the job goes on
-            return src, dst, str(e) if isinstance(e, data.ImageError) else f"{dst}: cannot write ({e})"
+            return job, str(e) if isinstance(e, data.ImageError) else f"{job.dst}: cannot write ({e})"
 
     try:
         while True:
             while len(decoding) + len(encoding) < limit and (job := next(todo, None)):
-                decoding.append((*job, submit(decode, job[0])))
+                decoding.append((job, submit(decode, job.src)))
             if not decoding:
                 break
             batch = []
             while decoding and len(batch) < batch_size:
-                src, dst, f = decoding.popleft()
+                job, f = decoding.popleft()
                 if f.exception() is None:
-                    batch.append((src, dst, *f.result()))
+                    batch.append((job, *f.result()))
                 else:
-                    yield finished(src, dst, f)
+                    yield finished(job, f)
             if batch:
-                if G.takes_hints:  # a reference's hints: its matching runs here, beside the model
-                    batch = [(src, dst, img, small, hints.place(guide.with_points(hints_for[src], data.uint8_to_l(small[None]),
-                                                                                  *img.size), *img.size, size))
-                             if src in matched else (src, dst, img, small, h) for src, dst, img, small, h in batch]
+                if by_hints:  # a reference's hints: its matching runs here, beside the model
+                    batch = [(job, img, small, hints.place(guide.with_points(hints_for[job.src], data.uint8_to_l(small[None]),
+                                                                              *img.size), *img.size, size))
+                             if job.src in matched else (job, img, small, h) for job, img, small, h in batch]
                 h = hints.batch([h for *_, h in batch], size)
-                ab = models.predict_ab(G, torch.stack([small for *_, small, _ in batch]), temperature, h)
-                for i, (src, *_) in enumerate(batch):
-                    if src in matched and not G.takes_hints:
-                        ab[i:i + 1] = guide.transfer(ab[i:i + 1], hints_for[src])
-                encoding += [(src, dst, submit(encode, img, ab[i], dst)) for i, (src, dst, img, *_) in enumerate(batch)]
-            while encoding and (encoding[0][2].done() or len(decoding) + len(encoding) >= limit):
+                small = torch.stack([small for _, _, small, _ in batch])
+                ab = models.predict_ab(G, small, temperature, h, vividness)[:, None]
+                if samples:
+                    ab = torch.cat([ab, sampling.sample_ab(G, small, samples, seed, h, vividness).to(ab.device)], 1)
+                for i, (job, *_) in enumerate(batch):
+                    if job.src in matched and not by_hints:
+                        ab[i] = guide.transfer(ab[i], hints_for[job.src])
+                encoding += [(job, submit(encode, img, list(ab[i]), job)) for i, (job, img, *_) in enumerate(batch)]
+            while encoding and (encoding[0][1].done() or len(decoding) + len(encoding) >= limit):
                 yield finished(*encoding.popleft())
         while encoding:
             yield finished(*encoding.popleft())

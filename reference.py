@@ -1,10 +1,12 @@
-"""Colour from a reference photo ("colour this like that"): VGG19 features of the gray photo and of the reference's
+"""Colour from a reference photo ("colour this like that"): VGG16 features of the gray photo and of the reference's
 gray are matched, the reference's ab is warped where they match, and UniColor's rule (Huang et al. 2022) turns the
 warp into hint points for a SIGGRAPH17 model; an ECCV16 model (no hint input) gets a global transfer instead: its ab
 matched to the reference's ab histogram (scikit-image's match_histograms).
 
-Matching (as Deep Exemplar-based Colorization, He et al. 2018): torchvision's VGG19 on the gray renderings of both
-L channels, so brightness and texture decide, never colour; relu3_2 and relu4_2 (optionally relu5_2) resampled to a
+Matching (as Deep Exemplar-based Colorization, He et al. 2018, which uses VGG19's relu3_2, relu4_2 and relu5_2): ImageNet
+VGG16 on the gray renderings of both L channels, so brightness and texture decide, never colour. VGG16 has the same
+layers at the same scales (a quarter, an eighth, a sixteenth of the input), and its ImageNet weights come with pip
+(weights.py), where VGG19's are a 548 MB download. relu3_2 and relu4_2 (optionally relu5_2) resampled to a
 quarter of the model's input, each channel centred per image and each position's vector L2-normalised; cosine
 similarity; the warped ab is the softmax(similarity / temperature)-weighted mean of the reference's ab, and a
 position's confidence its best similarity. Hints: one candidate per CELL x CELL cell of the model's input, kept where
@@ -25,16 +27,21 @@ import torch.nn.functional as F
 
 import data
 import hints
-import losses
 import models
 
-LAYERS = {"relu3_2": 13, "relu4_2": 22, "relu5_2": 31}  # indices in torchvision's vgg19().features
+LAYERS = {"relu3_2": 13, "relu4_2": 20, "relu5_2": 27}  # indices in torchvision's vgg16().features
 DEFAULT_LAYERS = ("relu3_2", "relu4_2")
 TEMPERATURE = 0.01  # softmax temperature on cosine similarity (Deep Exemplar, UniColor)
 THRESHOLD = 0.23  # a cell whose mean confidence reaches this becomes a hint (UniColor's)
 TOP_K = 8  # and the k most confident cells always do
 CELL = 16  # one candidate hint per 16x16 cell of the 256 input (UniColor's)
 GRID = 4  # features matched at a quarter of the model's input (relu3_2's own scale)
+# a reference position is trusted by its structure: how far its features are from the mean of the picture's inner
+# positions, squared and against half of the photo's median (ImageNet VGG16 on 40 photos: 99 % of positions above that),
+# where a flat picture's inner positions are alike (at most 0.24 of a photo's median from 5 positions in); and not at
+# all in the outer ring of RING positions, where zero padding gives even a flat picture structure
+ENERGY = 0.5
+RING = 4
 
 
 class ReferenceError(ValueError):
@@ -47,7 +54,7 @@ class Reference:
     source: str
     L: torch.Tensor
     ab: torch.Tensor
-    features: torch.Tensor | None = None
+    features: tuple[torch.Tensor, torch.Tensor] | None = None  # Matcher.features' (features, structure)
 
 
 def load(src: str | Path | bytes, size: int = 256, max_pixels: int = data.MAX_PIXELS, name: str = "") -> Reference:
@@ -66,61 +73,77 @@ def load(src: str | Path | bytes, size: int = 256, max_pixels: int = data.MAX_PI
 
 
 class Matcher(nn.Module):
-    """VGG19 features of gray photos, matched: features(L), warp(photo's, reference's, reference's ab)."""
+    """VGG16 features of gray photos, matched: features(L), warp(photo's, reference's, reference's ab)."""
 
-    def __init__(self, weights: str = "imagenet", layers: tuple[str, ...] = DEFAULT_LAYERS, temperature: float = TEMPERATURE):
+    def __init__(self, source: str = "imagenet", layers: tuple[str, ...] = DEFAULT_LAYERS, temperature: float = TEMPERATURE):
         super().__init__()
         unknown = [name for name in layers if name not in LAYERS]
         if unknown or not layers:
             raise ReferenceError(f"--reference_layers: use some of {', '.join(LAYERS)}, not {','.join(unknown) or 'none'}")
         self.taps = sorted(LAYERS[name] for name in layers)
-        self.vgg = losses.VGGFeatures(weights, layer=self.taps[-1])
+        self.vgg = models.VGGFeatures(source, self.taps[-1], "vgg16", "reference_weights")
         self.temperature = temperature
 
     @torch.no_grad()
-    def features(self, L: torch.Tensor) -> torch.Tensor:
-        """(N,C,s/4,s/4) of L (N,1,s,s): the layers at one scale, each centred per channel and L2-normalised per
-        position, concatenated so that a dot product is the mean of the layers' cosines."""
-        gray = data.lab_to_rgb(torch.cat([L, torch.zeros_like(L).expand(-1, 2, -1, -1)], 1))  # sRGB gray, as a photo
+    def features(self, L: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features (N,C,s/4,s/4), structure (N,s/4,s/4)) of L (N,1,s,s): the layers at one scale, each centred per
+        channel and L2-normalised per position, concatenated so that a dot product is the mean of the layers' cosines;
+        and each position's structure, the mean norm of its layers' difference from their mean over the inner positions
+        (a flat picture has none)."""
         grid = (L.shape[2] // GRID, L.shape[3] // GRID)
-        x, out = (gray - self.vgg.mean) / self.vgg.std, []
+        x, out, norms = self.vgg.normalize(data.gray_rgb(L)), [], []
         for i, layer in enumerate(self.vgg.features):
             x = layer(x)
             if i in self.taps:
                 f = F.interpolate(x, size=grid, mode="bilinear", align_corners=False) if x.shape[2] < grid[0] else \
                     F.adaptive_avg_pool2d(x, grid)
+                f = f.float()
+                inner = f[:, :, RING:f.shape[2] - RING, RING:f.shape[3] - RING]  # away from zero padding's reach
+                norms.append((f - inner.mean((2, 3), keepdim=True)).norm(dim=1))
                 f = f - f.mean((2, 3), keepdim=True)
                 out.append(F.normalize(f, dim=1) / len(self.taps) ** 0.5)
-        return torch.cat(out, 1)
+        return torch.cat(out, 1), torch.stack(norms).mean(0)
 
     @torch.no_grad()
-    def warp(self, photo: torch.Tensor, ref: torch.Tensor, ref_ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def warp(self, photo: tuple[torch.Tensor, torch.Tensor], ref: tuple[torch.Tensor, torch.Tensor], ref_ab: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference's ab warped onto the photo at the features' scale (N,2,h,w), and each position's confidence
-        (its best cosine similarity) (N,h,w), from the photo's features (N,C,h,w) and the reference's (1,C,h',w')."""
+        (N,h,w): its best cosine similarity, each reference position's weighed by its trust (ENERGY, RING); from the
+        photo's features (N,C,h,w) and the reference's (1,C,h',w'), each with its structure."""
+        (photo, photo_structure), (ref, ref_structure) = photo, ref
         N, _, h, w = photo.shape
         sim = photo.flatten(2).transpose(1, 2) @ ref.flatten(2)  # (N, h*w, h'*w')
         weight = torch.softmax(sim / self.temperature, -1)
         ab = F.adaptive_avg_pool2d(ref_ab.to(photo), ref.shape[2:]).flatten(2).transpose(1, 2)  # (1, h'*w', 2)
         warped = (weight @ ab).transpose(1, 2).reshape(N, 2, h, w)
-        return warped, sim.amax(-1).reshape(N, h, w)
+        typical = photo_structure.flatten(1).median(1).values.clamp_min(1e-6)  # (N,)
+        trust = (ref_structure[0][None] / (ENERGY * typical[:, None, None])).clamp(max=1).square()  # (N,h',w')
+        ring = torch.zeros_like(trust)
+        ring[:, RING:trust.shape[1] - RING, RING:trust.shape[2] - RING] = 1
+        confidence = (sim * (trust * ring).flatten(1)[:, None, :]).amax(-1)
+        return warped, confidence.reshape(N, h, w)
 
 
 def cells(warped: torch.Tensor, confidence: torch.Tensor, threshold: float = THRESHOLD, top_k: int = TOP_K,
           cell: int = CELL // GRID) -> list[tuple[int, int, torch.Tensor]]:
     """UniColor's rule on one photo's warp (2,h,w) and confidence (h,w) at the features' scale: (row, column, mean ab)
-    of each cell x cell cell kept, where its mean confidence reaches threshold or it is among the top_k most confident."""
+    of each cell x cell cell kept, where its mean confidence reaches threshold or it is among the top_k most confident
+    with at least half of it."""
     conf = F.avg_pool2d(confidence[None, None], cell)[0, 0]
     ab = F.avg_pool2d(warped[None], cell)[0]
     keep = conf >= threshold
-    keep.view(-1)[conf.flatten().topk(min(top_k, conf.numel())).indices] = True
-    return [(r, c, ab[:, r, c]) for r, c in keep.nonzero().tolist()]
+    top = conf.flatten().topk(min(top_k, conf.numel()))
+    keep.view(-1)[top.indices[top.values >= threshold / 2]] = True  # the most confident, where they match at all
+    kept = sorted(keep.nonzero().tolist(), key=lambda rc: -conf[rc[0], rc[1]].item())  # the most confident first
+    return [(r, c, ab[:, r, c]) for r, c in kept]
 
 
 def points(matcher: Matcher, refs: Reference | Sequence[Reference], L: torch.Tensor, width: int, height: int,
            threshold: float = THRESHOLD, top_k: int = TOP_K, handicaps: Sequence[float] = ()) -> tuple[hints.Point, ...]:
     """The hint points a reference (or several: each position takes the most confident one's colour, as a film's frame
     takes its keyframe's or the previous frame's) gives a width x height photo whose model input is L (1,1,s,s): each
-    kept cell's colour (its ab at the photo's mean L there, as RGB) at its centre, in the photo's pixels."""
+    kept cell's colour (its ab at the photo's mean L there, as RGB) at its centre, in the photo's pixels; the most
+    confident first."""
     own = matcher.features(L)
     warped = confidence = score = None
     for j, ref in enumerate([refs] if isinstance(refs, Reference) else refs):
@@ -178,6 +201,21 @@ def histogram_intersection(ab: torch.Tensor, ref_ab: torch.Tensor, bins: int = 3
         return h / h.sum(1, keepdim=True)
 
     return torch.minimum(hist(ab.float()), hist(ref_ab.float())).sum(1)
+
+
+class Transfer:
+    """A film's frames from a model without a hint input, each given a reference's colour globally (transfer); what a
+    render calls in place of keyframes.Follow."""
+
+    def __init__(self, ref: Reference, source: str):
+        self.ref, self.key = ref, source
+
+    def new_scene(self) -> None:
+        """Scenes change nothing: every frame takes the reference alike."""
+
+    def colorize(self, G, imgs: list, small: torch.Tensor, temperature: float, frames: list) -> tuple[torch.Tensor, None]:
+        """The model's ab for a batch of frames, matched to the reference's histogram."""
+        return transfer(models.predict_ab(G, small, temperature).cpu(), self.ref), None
 
 
 class Guide:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import zlib
 import os
 import signal
@@ -15,6 +17,7 @@ from PIL import Image, ImageCms, PngImagePlugin
 import data
 import media
 import models
+import weights
 from conftest import ROOT, synthetic_rgb
 
 SMALL = "--size=64"  # a 64x64 model input: 16x less compute than 256, the same code
@@ -134,7 +137,7 @@ def test_output_folder_inside_the_input_is_not_read_back(colorize, tmp_path, mon
 
 def test_temp_names_are_unique_and_never_a_users_file(tmp_path):
     (tmp_path / ".p.tmp.png").write_bytes(b"a user's file of the old fixed temp name")
-    names = {models.temp_beside(tmp_path / "p.png") for _ in range(100)}
+    names = {weights.temp_beside(tmp_path / "p.png") for _ in range(100)}
     assert len(names) == 100 and all(n.suffix == ".png" and n.parent == tmp_path for n in names)
     media.save(Image.fromarray(synthetic_rgb(0)), tmp_path / "p.png")
     assert (tmp_path / ".p.tmp.png").read_bytes() == b"a user's file of the old fixed temp name"
@@ -159,7 +162,7 @@ def test_the_pipeline_gives_the_serial_loops_pixels_with_bounded_memory(release_
     jobs = []
     for i in range(7):
         Image.fromarray(synthetic_rgb(i, 40 + 8 * i, 90 - 6 * i)).save(tmp_path / f"p{i}.png")
-        jobs.append((tmp_path / f"p{i}.png", tmp_path / "out" / f"p{i}.png"))
+        jobs.append(media.Job(tmp_path / f"p{i}.png", tmp_path / "out" / f"p{i}.png"))
     (tmp_path / "p3.png").write_bytes(b"broken")
     live, most = [0], [0]
     load, save = data.load_image, media.save
@@ -176,9 +179,9 @@ def test_the_pipeline_gives_the_serial_loops_pixels_with_bounded_memory(release_
     monkeypatch.setattr(data, "load_image", counted_load)
     monkeypatch.setattr(media, "save", counted_save)
     results = list(media.colorize_files(G, jobs, size=64, batch_size=2, workers=2))
-    assert sorted((s, d, e is None) for s, d, e in results) == [(s, d, i != 3) for i, (s, d) in enumerate(jobs)]
+    assert sorted((job.src, e is None) for job, e in results) == [(job.src, i != 3) for i, job in enumerate(jobs)]
     assert most[0] <= 2 * 2 + 2  # photos decoded and not yet written, whatever the folder's length
-    for src, dst in jobs[:3] + jobs[4:]:
+    for src, dst, *_ in (dataclasses.astuple(job) for job in jobs[:3] + jobs[4:]):
         expected = np.asarray(models.colorize(G, load(src), size=64), dtype=int)
         # a batch of 2 and a batch of 1 differ by float rounding (ab within 2e-3), so a pixel may round one level apart
         diff = np.abs(np.asarray(Image.open(dst), dtype=int) - expected)
@@ -285,7 +288,8 @@ def test_a_stopped_folder_job_says_how_far_it_got_and_how_to_finish(colorize, tm
     monkeypatch.setattr(media, "save", save_then_signal)
     code, err = colorize(tmp_path, tmp_path / "out", SMALL, "--workers=0", "--batch_size=1")
     last = err.strip().splitlines()[-1]
-    assert code == 128 + signum and "Traceback" not in err and err.count("colorize.py:") == 1, err
+    assert code == 128 + signum and "Traceback" not in err and err.count("colorize.py: stopped") == 1, err
+    assert err.count("colorize.py:") == 2 and "colorize.py: colorizing with" in err  # and the line naming the model
     assert f"stopped by {signal.Signals(signum).name}: 2 of 5 outputs written" in last and "--skip_existing=True" in last, last
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png"]  # no temp file left
     saved.clear()  # stopped again while resuming: the count is of the whole job, not of this run's 3

@@ -16,6 +16,7 @@ import data
 import hints
 import losses
 import models
+import weights
 from conftest import make_clip, synthetic_rgb, varied_generator
 
 # The release's layout (richzhang/colorization colorizers/siggraph17.py), written out independently of models.py:
@@ -144,7 +145,7 @@ def test_every_spec_kind_tells_the_architecture(tmp_path, sig, release_weights):
 
 def test_siggraph17_weights_download_like_eccv16s(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    monkeypatch.setattr(models, "RELEASES", {**models.RELEASES, "siggraph17": ("http://127.0.0.1:9/siggraph17-df00044c.pth",)})
+    monkeypatch.setattr(weights, "RELEASES", {**weights.RELEASES, "siggraph17": ("http://127.0.0.1:9/siggraph17-df00044c.pth",)})
     with pytest.raises(models.ModelError, match=r"cannot download siggraph17-df00044c.pth .*offline, put that file at"):
         models.load_generator("siggraph17")
 
@@ -357,7 +358,7 @@ def test_hints_are_refused_in_one_line_before_the_weights_load(script, release_w
     make_clip(tmp_path / "clip.mp4", frames=2, audio=False)
     cases = [((photo, tmp_path / "o.png", f"--hints={tmp_path / 'far.json'}", "--ckpt=x.pth"), "outside the 128x96 photo"),
              ((photo, tmp_path / "o.png", f"--hints={tmp_path / 'bad.json'}", "--ckpt=x.pth"), "'rouge' is not a colour"),
-             ((photo, tmp_path / "o.png", f"--hints={tmp_path / 'ok.json'}"), "eccv16 has no hint input; use --ckpt=siggraph17"),
+             ((photo, tmp_path / "o.png", f"--hints={tmp_path / 'ok.json'}", "--ckpt=eccv16"), "eccv16 is an ECCV16 model, which has no hint input; use --ckpt=siggraph17"),
              ((tmp_path / "clip.mp4", tmp_path / "o.mp4", f"--hints={tmp_path / 'ok.json'}", "--ckpt=x.pth"), "lists keyframes"),
              ((tmp_path, tmp_path / "out", f"--hints={tmp_path / 'ok.json'}", "--ckpt=x.pth"), "hints are for one photo")]
     for args, message in cases:
@@ -410,3 +411,14 @@ def test_evaluate_sweeps_hint_counts_with_the_same_points_for_every_model(script
         assert r["l1_ab"] == pytest.approx(losses.l1_ab(pred, ab).item(), abs=1e-4)
     assert rows[0]["l1_ab"] != rows[2]["l1_ab"] and rows[0]["l1_ab"] != rows[3]["l1_ab"]
     assert "random-siggraph17.pth@5" in script.stdout
+
+
+def test_a_hint_file_holds_at_most_ten_thousand_points_or_keyframes(tmp_path):
+    import json
+
+    point = {"x": 1, "y": 1, "color": "red"}
+    keyframe = {"frame": 1, "points": [point]}
+    for key, item in (("points", point), ("keyframes", keyframe)):
+        hints.parse_json(json.dumps({key: [item] * hints.MAX_POINTS}), "ok.json")  # the bound itself is taken
+        with pytest.raises(hints.HintError, match=f"10001 {key}, more than 10,000"):
+            hints.parse_json(json.dumps({key: [item] * (hints.MAX_POINTS + 1)}), "big.json")

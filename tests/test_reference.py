@@ -18,7 +18,6 @@ import data
 import hints
 import models
 import reference
-from conftest import synthetic_rgb
 from test_app import served  # noqa: F401 (a fixture: the bytes behind the page's downloads)
 
 
@@ -72,7 +71,8 @@ def test_the_hint_rule_keeps_confident_cells_and_the_top_k_with_their_mean_colou
     assert {(r, col) for r, col, _ in kept} == want and len(want) > 5
     for r, col, ab in kept:
         assert np.allclose(ab.numpy(), a[:, r, :, col, :].mean((1, 2)), atol=1e-4)
-    assert len(reference.cells(warped, conf, threshold=2, top_k=3, cell=4)) == 3  # nothing confident: the top 3
+    assert means.max() < 0.3 and len(reference.cells(warped, conf, threshold=0.3, top_k=3, cell=4)) == 3  # the top 3,
+    assert not reference.cells(warped, conf, threshold=2, top_k=3, cell=4)  # where they match at all (half the threshold)
 
 
 def test_points_sit_at_cell_centres_with_the_warped_colour(matcher):
@@ -114,7 +114,7 @@ def files(tmp_path):
 
 
 def test_the_cli_route_equals_the_json_and_sidecar_routes(script, siggraph_weights, files):
-    common = [f"--ckpt={siggraph_weights}", "--size=64", "--runtime=torch", "--vgg_weights=random"]
+    common = [f"--ckpt={siggraph_weights}", "--size=64", "--runtime=torch", "--reference_weights=random"]
     photo, ref = files / "in" / "0.png", files / "ref.png"
     assert script("colorize.py", str(photo), str(files / "plain.png"), *common)[0] == 0
     code, err = script("colorize.py", str(photo), str(files / "cli.png"), *common, f"--reference={ref}")
@@ -137,7 +137,7 @@ def test_a_folder_job_matches_every_photo_against_one_reference_computed_once(sc
     features = reference.Matcher.features
     monkeypatch.setattr(reference.Matcher, "features", lambda self, L: calls.append(len(L)) or features(self, L))
     code, err = script("colorize.py", str(files / "in"), str(files / "out"), f"--ckpt={siggraph_weights}", "--size=64",
-                       "--runtime=torch", "--vgg_weights=random", f"--reference={files / 'ref.png'}")
+                       "--runtime=torch", "--reference_weights=random", f"--reference={files / 'ref.png'}")
     assert code == 0, err
     assert len(calls) == 4  # the reference once, then each of the three photos
 
@@ -174,7 +174,7 @@ def test_bad_references_are_one_line_before_the_weights_load(script, siggraph_we
 
 def test_evaluate_self_reference_columns(script, siggraph_weights, release_weights, files):
     code, err = script("evaluate.py", f"--ckpt={siggraph_weights}", f"--ckpt={release_weights}", f"--dataset={files / 'in'}",
-                       "--image_size=64", "--num_workers=0", "--vgg_weights=random", "--fid=none", "--lpips_weights=none",
+                       "--image_size=64", "--num_workers=0", "--reference_weights=random", "--fid=none", "--lpips_weights=none",
                        "--reference=self", "--reference_threshold=-1", f"--out={files / 'r.json'}")
     assert code == 0, err
     result = json.loads((files / "r.json").read_text())
@@ -199,8 +199,7 @@ def test_the_self_reference_is_the_truth_mirrored_cropped_and_shifted():
     assert torch.equal(reference.self_reference(x, 3), refs[3])
 
 
-def test_the_apps_reference_hints_are_colorize_pys(monkeypatch, siggraph_weights, files, served):
-    import io
+def test_the_apps_reference_hints_are_colorize_pys(monkeypatch, siggraph_weights, files, served, script):
     import sys
 
     from streamlit.testing.v1 import AppTest
@@ -208,10 +207,11 @@ def test_the_apps_reference_hints_are_colorize_pys(monkeypatch, siggraph_weights
     from test_app import APP, upload
 
     monkeypatch.setattr(sys, "argv", ["app.py", "--runtime=torch", "--baseline=", f"--ckpt={siggraph_weights}",
-                                      "--vgg_weights=random"])
+                                      "--reference_weights=random"])
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     upload(at, "0.png", (files / "in" / "0.png").read_bytes())
+    at.sidebar.number_input(key="ref_most").set_value(256)  # every hint colorize.py places (the app shows 24 unless told)
     uploader = next(u for u in at.sidebar.get("file_uploader") if u.proto.label.startswith("A reference photo"))
     uploader.set_value(("ref.png", (files / "ref.png").read_bytes(), "image/png"))
     at.run()
@@ -226,6 +226,10 @@ def test_the_apps_reference_hints_are_colorize_pys(monkeypatch, siggraph_weights
     assert saved["from_reference"] == "ref.png" and len(saved["points"]) == len(expected)
     (files / "h.json").write_bytes(served[download.proto.url])
     assert hints.read(files / "h.json").reference is None  # colorize.py takes the points, not the reference again
+    shown = np.asarray(at.session_state.result)  # and makes the app's picture from them, exactly
+    code, err = script("colorize.py", str(files / "in" / "0.png"), str(files / "app.png"), f"--ckpt={siggraph_weights}",
+                       "--runtime=torch", f"--hints={files / 'h.json'}")
+    assert code == 0 and np.array_equal(np.asarray(Image.open(files / "app.png").convert("RGB")), shown), err
 
 
 def test_evaluate_pairs_a_folder_of_references_by_file_name(script, release_weights, files):
@@ -241,3 +245,15 @@ def test_evaluate_pairs_a_folder_of_references_by_file_name(script, release_weig
     (files / "refs" / "2.jpg").unlink()
     code, err = script("evaluate.py", *common, f"--reference={files / 'refs'}")
     assert code == 1 and "no reference named 2" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_reference_with_nothing_to_match_gives_no_confident_hint(matcher, tmp_path):
+    photo = textured(7, 256)
+    L, ab = lab_of(photo)
+    Image.new("RGB", (1, 1), (200, 80, 40)).save(tmp_path / "flat.png")  # one colour, no structure: nothing to match
+    flat = reference.load(tmp_path / "flat.png", 256)
+    flat_points = reference.points(matcher, flat, L, 256, 256)
+    _, confidence = matcher.warp(matcher.features(L), matcher.features(flat.L), flat.ab)
+    assert len(flat_points) == 0 and confidence.max() < reference.THRESHOLD / 2, (len(flat_points), confidence.max())
+    own = reference.Reference("self", *lab_of(np.roll(photo, 8, 1)))  # the same photo, shifted: its content everywhere
+    assert len(reference.points(matcher, own, L, 256, 256)) > 40
