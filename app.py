@@ -1,8 +1,11 @@
 """Colorize a photo in the browser: streamlit run app.py -- --baseline=eccv16 --ckpt=runs/gan/ckpt.pt
 
-Three columns: the photo as the models see it (gray), the baseline's colorization, the GAN's. When one of the models
-takes hints (SIGGRAPH17: --ckpt=siggraph17), click its picture to place a hint; the sidebar edits them (colour, with
-the model's own suggestions; size; delete) and downloads them as the JSON that colorize.py --hints reads.
+Three columns: the photo as the models see it (gray), the baseline's colorization (colorgan's own model unless told),
+the GAN's. The sidebar's vividness applies to every column. "Choices" shows other plausible colourings of the last
+model (sampling.py), each to download, or with a hint model to keep editing as hints. When one of the models takes
+hints (SIGGRAPH17: --ckpt=siggraph17), click its picture to place a hint; the sidebar edits them (colour, with the
+model's own suggestions; size; delete), takes a reference photo's, and downloads them as the JSON that colorize.py
+--hints reads.
 """
 
 import sys
@@ -14,27 +17,27 @@ from PIL import ImageDraw
 
 import configurator
 import hints as hint_files
-import losses
 import models
 import reference as references
 import runtime as runtimes
+import sampling
 from data import ImageError, lab_to_rgb, load_image, png_bytes, uint8_to_l
 
 # -----------------------------------------------------------------------------
-baseline = "eccv16"  # middle column's model spec ("" hides it)
-ckpt = "runs/gan/ckpt.pt"  # right column's model spec ("" hides it)
+baseline = "colorgan"  # middle column's model spec: colorgan (shipped), eccv16, a file... ("" hides it)
+ckpt = ""  # right column's model spec, e.g. runs/gan/ckpt.pt or siggraph17 ("" hides it)
 max_pixels = 50_000_000  # refuse larger images (decompression bombs)
 device = "auto"  # auto, cpu or cuda
 runtime = "auto"  # auto (the fastest on this CPU, as colorize.py), torch (exact) or openvino (CPU; the README's Speed)
 precision = "auto"  # auto, fp32, bf16 or int8 (openvino; with --calibration=FOLDER of photos; no hints)
 calibration = ""  # int8: a folder of photos to calibrate on (once per model: the result is cached)
-vgg_weights = "imagenet"  # a reference photo's matching (reference.py): imagenet (downloaded once), random or a file
+reference_weights = "imagenet"  # a reference photo's matching (reference.py): its VGG16, imagenet (from pip), random or a file
 # -----------------------------------------------------------------------------
 st.set_page_config(page_title="colorgan", layout="wide")
 try:
     config, _ = configurator.configure(globals())
-    if vgg_weights not in ("imagenet", "random") and not Path(vgg_weights).is_file():
-        raise SystemExit(f"app.py: --vgg_weights={vgg_weights}: use imagenet, random or a VGG19 weights file")
+    if reference_weights not in ("imagenet", "random") and not Path(reference_weights).is_file():
+        raise SystemExit(f"app.py: --reference_weights={reference_weights}: use imagenet, random or a VGG16 weights file")
     if device not in ("auto", "cpu", "cuda"):
         raise SystemExit(f"app.py: --device must be auto, cpu or cuda, not {device!r}")
     runtime, precision, chosen = runtimes.choose(runtime, precision, device)
@@ -61,6 +64,7 @@ def loaded(spec: str, device: str) -> tuple[object, str | None]:
     not tried again, with its download timeouts, at every click."""
     try:
         G = models.load_generator(spec, device)
+        print(f"app.py: {models.describe(spec, G)}", file=sys.stderr)
         if precision == "int8" and G.takes_hints:
             return None, f"{spec}: --precision=int8 loses hints (the README's Speed): run the app with --precision=bf16 or fp32"
         return runtimes.prepare(G, runtime, precision, 256, runtimes.calibration_photos(calibration), spec=spec), None
@@ -114,19 +118,30 @@ def with_markers(img):
 
 @st.cache_resource
 def matcher(weights: str):
-    """The reference matching's VGG19, loaded at the first reference photo."""
+    """The reference matching's VGG16, loaded at the first reference photo."""
     return references.Matcher(weights).to(device)
 
 
 def add_reference(raw: bytes, name: str) -> None:
-    """A reference photo's hints (reference.py's matching and rule, as colorize.py --reference) as this session's hints,
-    in place of an earlier reference's; each can then be moved, recoloured or deleted."""
+    """A reference photo's hints (reference.py's matching and rule, as colorize.py --reference), at most the sidebar's
+    count of the most confident, as this session's hints in place of an earlier reference's; each can then be moved,
+    recoloured or deleted."""
     ref = references.load(raw, max_pixels=max_pixels, name=name)
     L = uint8_to_l(models.small_copy(photo)[None])
-    found = references.points(matcher(vgg_weights), ref, L.cpu(), *photo.size)
+    found = references.points(matcher(reference_weights), ref, L.cpu(), *photo.size, st.session_state.ref_threshold,
+                              st.session_state.ref_most)[:st.session_state.ref_most]
     st.session_state.hints = [h for h in st.session_state.hints if not h.get("from_reference")]
     for p in found:
         add_hint(p.x, p.y, to_hex(p.rgb), from_reference=True)
+
+
+def keep_choice(k: int) -> None:
+    """Choice k's colours as this session's hints (a cell's mean colour at its centre), to edit further."""
+    small = models.small_copy(photo)[None]
+    found = hint_files.points_from(st.session_state.choices[k], uint8_to_l(small)[0], *photo.size)
+    st.session_state.hints = []
+    for p in found:
+        add_hint(p.x, p.y, to_hex(p.rgb), from_choice=True)
 
 
 def as_gray(img):
@@ -144,7 +159,8 @@ for spec in dict.fromkeys(s for s in (baseline, ckpt) if s):
 upload = st.file_uploader("A photo (JPEG, PNG or WebP); colour photos are shown as the gray input the models see",
                           type=["jpg", "jpeg", "png", "webp"])
 temperature = 1.0 if runtime == "openvino" else st.slider(
-    "Temperature: 1 is the release's mean colour, lower is more saturated (the paper uses 0.38)", 0.2, 1.0, 1.0, 0.02)
+    "Temperature: 1 is the model's mean colour, lower is more saturated (Zhang et al. use 0.38)", 0.2, 1.0, 1.0, 0.02)
+vividness = st.slider("Vividness: the colour's strength, 0 gray, 1 the model's own (colorize.py --vividness)", 0.0, 2.0, 1.0, 0.05)
 if upload is None:
     st.stop()
 if upload.size > max_upload_mb * 2**20:
@@ -202,17 +218,20 @@ if hint_spec:
         st.button("Add hint", on_click=lambda: add_hint(st.session_state.hint_x, st.session_state.hint_y))  # values at the click
         ref_upload = st.file_uploader("A reference photo: its colours become hints where its content matches this photo's",
                                       type=["jpg", "jpeg", "png", "webp"], key="reference_upload")
+        st.slider("Reference: a match this confident becomes a hint", 0.0, 1.0, references.THRESHOLD, 0.01, key="ref_threshold")
+        st.number_input("Reference: at most this many hints (the most confident)", 1, 256, 24, key="ref_most")
         if ref_upload is not None and st.session_state.reference != f"{ref_upload.name}:{ref_upload.size}":
             try:
                 add_reference(ref_upload.getvalue(), ref_upload.name)
                 st.session_state.reference = f"{ref_upload.name}:{ref_upload.size}"
-            except (references.ReferenceError, losses.VGGError) as e:
+            except (references.ReferenceError, models.VGGError) as e:
                 st.error(str(e))
         hint_size = st.slider("Hint size (pixels of the photo)", 1, max(2, max(photo.size) // 8), hint_size)
+        listing = st.expander(f"{len(st.session_state.hints)} hints", expanded=len(st.session_state.hints) <= 12)
         for h in list(st.session_state.hints):
             h["color"] = st.session_state.get(f"color{h['id']}", h["color"])
-            st.color_picker(f"Hint at ({h['x']:.0f}, {h['y']:.0f})", key=f"color{h['id']}")
-            row = st.columns(5)
+            listing.color_picker(f"Hint at ({h['x']:.0f}, {h['y']:.0f})", key=f"color{h['id']}")
+            row = listing.columns(5)
             if h is st.session_state.hints[-1] and "suggested" not in h:  # the newest hint's, once: one more model run
                 G = generator(hint_spec, device)
                 h["suggested"] = suggested(getattr(G, "source", G), photo, h)  # the PyTorch model: its class head
@@ -225,7 +244,7 @@ if hint_spec:
             row[4].button("✕", key=f"del{h['id']}", help="delete this hint", on_click=remove_hints, args=(h["id"],))
         if st.session_state.hints:
             st.button("Clear hints", on_click=remove_hints)
-            points = [{"x": round(h["x"], 1), "y": round(h["y"], 1), "color": h["color"], "size": hint_size}
+            points = [{"x": h["x"], "y": h["y"], "color": h["color"], "size": hint_size}  # exact: the picture reproduced
                       for h in st.session_state.hints]
             reference_name = (st.session_state.reference or "").rsplit(":", 1)[0]  # the points include its hints
             st.download_button("Download hints (JSON for colorize.py --hints)", hint_files.to_json(points, reference_name),
@@ -240,7 +259,7 @@ for i, (column, (title, spec, name)) in enumerate(zip(st.columns(3), panels)):
         with st.spinner("colorizing..."):
             given = placed(photo) if i == clickable and st.session_state.hints else None
             img = as_gray(photo) if spec is None else models.colorize(generator(spec, device), photo, temperature=temperature,
-                                                                      hints=given)
+                                                                      hints=given, vividness=vividness)
         if i == clickable:
             from streamlit_image_coordinates import streamlit_image_coordinates
 
@@ -252,3 +271,25 @@ for i, (column, (title, spec, name)) in enumerate(zip(st.columns(3), panels)):
             st.image(img, caption=title, width="stretch", output_format="PNG")  # exactly the downloaded pixels
         download = f"{stem}-{Path(name.replace('/', '_')).stem if spec else name}.png"
         st.download_button("Download PNG", png_bytes(img), download, "image/png", key=title)
+chooser = next((s for s in (ckpt, baseline) if s and s not in broken), None)
+if chooser:
+    label = names[1] if chooser == ckpt else names[0]
+    st.subheader(f"Choices: other plausible colourings by {label}")
+    n = st.number_input("How many (each a coherent sample of the model's colour distribution; sampling.py)", 0, 12, 0,
+                        key="n_choices")
+    seed = st.number_input("Seed (the same seed gives the same choices)", 0, 2**31 - 1, 0, key="choice_seed")
+    if n:
+        with st.spinner("drawing choices..."):
+            given = placed(photo) if chooser == hint_spec and st.session_state.hints else None
+            drawn = sampling.sample_ab(generator(chooser, device), models.small_copy(photo)[None], n, seed,
+                                       None if given is None else given[None], vividness)[0].cpu()
+        st.session_state.choices = drawn
+        for row in range(0, n, 4):
+            for k, column in zip(range(row, min(n, row + 4)), st.columns(4)):
+                with column:
+                    img = models.paint(photo, drawn[k])
+                    st.image(img, caption=f"Choice {k + 1}", width="stretch", output_format="PNG")
+                    st.download_button("Download PNG", png_bytes(img), f"{stem}-{Path(label.replace('/', '_')).stem}-choice{k + 1}.png",
+                                       "image/png", key=f"choice-download{k}")
+                    if hint_spec:
+                        st.button("Keep editing (its colours become hints)", key=f"choice-keep{k}", on_click=keep_choice, args=(k,))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import runpy
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -19,6 +20,7 @@ import models
 
 ROOT = Path(__file__).resolve().parents[1]
 
+os.environ["COLORGAN_BACKBONE"] = "random"  # no test downloads: the hypercolumn model's VGG16 is seeded random weights
 if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each (small tensors scale poorly)
     torch.set_num_threads(1)
 # tmp_path in RAM where Linux has a tmpfs: the training tests write and fsync ~20 checkpoints of up to 549 MB (1.5 s each
@@ -79,6 +81,32 @@ def varied_generator(seed: int, arch: str = "eccv16") -> models.Generator:
     return G.eval()
 
 
+def varied_hypercolumn(seed: int) -> models.HypercolumnGenerator:
+    """A hypercolumn model (random VGG16, random head) whose colour depends on the input and varies across the image: its
+    projection scaled to the random backbone's feature sizes, its 313 logits sharpened."""
+    torch.manual_seed(seed)
+    G = models.HypercolumnGenerator("random").eval()
+    photos = torch.stack([torch.from_numpy(synthetic_rgb(i, 64, 64)).permute(2, 0, 1) for i in range(4)])
+    with torch.no_grad():
+        columns, scene = G.features(data.uint8_to_l(photos))
+        std, mean = columns.std((0, 2, 3)).clamp_min(1e-3), columns.mean((0, 2, 3))
+        G.project.weight.div_(std[None, :, None, None] * 2)  # each channel standardised over photos and positions
+        G.project.bias.copy_(-(G.project.weight[:, :, 0, 0] @ mean))
+        G.scene.weight.div_(scene.std(0).clamp_min(1e-3)[None] * 40)
+        G.head[-1].weight.mul_(30)
+    return G
+
+
+@pytest.fixture(scope="session")
+def hypercolumn_weights(tmp_path_factory) -> str:
+    """A hypercolumn model's head (a random VGG16 beneath: COLORGAN_BACKBONE=random) as a .safetensors file."""
+    from safetensors.torch import save_file
+
+    path = tmp_path_factory.mktemp("weights") / "hypercolumn.safetensors"
+    save_file(varied_hypercolumn(0).state_dict(), str(path))
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def release_weights(tmp_path_factory) -> str:
     """A release-format state dict (82 keys) with random weights and input-dependent colour, as a .pth file."""
@@ -115,6 +143,7 @@ def script(monkeypatch, capsys):
         """(exit code, stderr); run.stdout holds what the script printed."""
         AcceleratorState._reset_state(True)
         monkeypatch.setattr(sys, "argv", [name, *args])
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             runpy.run_path(str(ROOT / name), run_name="__script__")
             code = 0
@@ -124,19 +153,25 @@ def script(monkeypatch, capsys):
         err, run.stdout = captured.err, captured.out
         if isinstance(code, str):  # SystemExit("message"): Python prints it and exits 1
             code, err = 1, err + code + "\n"
+        assert {s: signal.getsignal(s) for s in handlers} == handlers, f"{name} kept its signal handlers after exiting {code}"
         return code, err
 
     return run
 
 
 def make_clip(path, frames: int = 8, h: int = 48, w: int = 64, audio: bool = True, cut_at: int | None = None,
-              grain: float = 4.0, rate: int = 12, codec: str = "libx264") -> None:
-    """A small video made with PyAV: a still synthetic scene with film grain (a second scene from cut_at on),
-    and a 440 Hz AAC tone as its sound track."""
+              grain: float = 4.0, rate: int = 12, codec: str = "libx264", start: float = 0.0, toned: bool = False) -> None:
+    """A small video made with PyAV: a still synthetic scene with film grain (a second scene from cut_at on), and a
+    440 Hz AAC tone as its sound track; its first frame at `start` seconds (a clip cut from a longer recording), and
+    with toned=True a sepia print's picture (its lightness in one warm tint)."""
+    from fractions import Fraction
+
     import av
 
     rng = np.random.default_rng(0)
     scenes = [synthetic_rgb(1, h, w).astype(float), synthetic_rgb(7, h, w).astype(float)]
+    if toned:
+        scenes = [s.mean(-1, keepdims=True) * np.array([1.0, 0.86, 0.68]) for s in scenes]
     with av.open(str(path), "w") as c:
         c.metadata["title"] = "a test clip"
         v = c.add_stream(codec, rate=rate)
@@ -145,12 +180,14 @@ def make_clip(path, frames: int = 8, h: int = 48, w: int = 64, audio: bool = Tru
         for i in range(frames):
             base = scenes[int(cut_at is not None and i >= cut_at)]
             img = np.clip(base + rng.normal(0, grain, base.shape), 0, 255).astype(np.uint8)
-            c.mux(v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = round(start * rate) + i, Fraction(1, rate)
+            c.mux(v.encode(frame))
         c.mux(v.encode())
         if a:
             tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(8000 * frames // rate) / 8000)).astype(np.float32)[None]
             for k in range(0, tone.shape[1], 1024):
                 f = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k:k + 1024]), format="flt", layout="mono")
-                f.sample_rate, f.pts = 8000, k
+                f.sample_rate, f.pts = 8000, k + round(start * 8000)
                 c.mux(a.encode(f))
             c.mux(a.encode())

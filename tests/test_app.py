@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import synthetic_rgb
@@ -244,3 +245,54 @@ def test_hints_are_placed_edited_suggested_and_downloaded(monkeypatch, release_w
     assert script("colorize.py", str(tmp_path / "p.png"), str(tmp_path / "o.png"), f"--ckpt={siggraph_weights}",
                   f"--hints={tmp_path / 'h.json'}", "--runtime=torch")[0] == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png").convert("RGB")), np.asarray(shown))
+
+
+def test_choices_are_the_samples_each_downloadable_and_one_can_be_kept_editing_as_hints(monkeypatch, hypercolumn_weights,
+                                                                                       siggraph_weights, served):
+    from streamlit.testing.v1 import AppTest
+
+    import models
+    import sampling
+
+    monkeypatch.setattr(sys, "argv", ["app.py", "--runtime=torch", f"--baseline={hypercolumn_weights}", f"--ckpt={siggraph_weights}"])
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    photo = Image.fromarray(synthetic_rgb(2, 60, 80))
+    buf = io.BytesIO()
+    photo.save(buf, "PNG")
+    upload(at, "photo.png", buf.getvalue())
+    at.number_input(key="n_choices").set_value(3)
+    at.number_input(key="choice_seed").set_value(4)
+    at.run()
+    assert not at.exception and not at.error
+    choices = [img for img in at.image if any(c.startswith("Choice") for c in img.captions)]
+    assert [img.captions[0] for img in choices] == ["Choice 1", "Choice 2", "Choice 3"]
+    drawn = sampling.sample_ab(models.load_generator(siggraph_weights), models.small_copy(photo)[None], 3, 4)[0]
+    for img, ab in zip(choices, drawn):  # the last model's samples, painted at the photo's size
+        shown = np.asarray(Image.open(io.BytesIO(served[img.value[0]])).convert("RGB"))
+        assert np.array_equal(shown, np.asarray(models.paint(photo, ab)))
+    assert len({served[img.value[0]] for img in choices}) == 3
+    next(b for b in at.button if b.key == "choice-keep1").click()  # the second choice, to edit further
+    at.run()
+    import data
+    import hints
+
+    hints_now = at.session_state.hints
+    expected = hints.points_from(drawn[1], data.uint8_to_l(models.small_copy(photo)[None])[0], 80, 60)
+    assert [(h["x"], h["y"], h["color"]) for h in hints_now] == [(p.x, p.y, "#%02x%02x%02x" % p.rgb) for p in expected]
+    assert len(hints_now) == 16 and all(h.get("from_choice") for h in hints_now)
+    lab = data.rgb_to_lab(torch.tensor(expected[5].rgb, dtype=torch.float32).view(1, 3, 1, 1) / 255)[0, 1:, 0, 0]
+    assert (lab - drawn[1][:, 64:128, 64:128].mean((1, 2))).abs().max() < 1.5  # cell 5's colour: the choice's mean there
+
+
+def test_vividness_scales_every_columns_colour(app, served, release_weights):
+    import models
+
+    photo = Image.fromarray(synthetic_rgb(0, 60, 80))
+    buf = io.BytesIO()
+    photo.save(buf, "PNG")
+    at = upload(app, "photo.png", buf.getvalue())
+    next(s for s in at.slider if s.label.startswith("Vividness")).set_value(0.5)
+    at.run()
+    shown = np.asarray(Image.open(io.BytesIO(served[at.image[2].value[0]])).convert("RGB"))
+    assert np.array_equal(shown, np.asarray(models.colorize(models.load_generator(release_weights), photo, vividness=0.5)))

@@ -34,11 +34,11 @@ def ground_truth(f: Path, size: int, crop: bool = False) -> np.ndarray:
 def reference(spec: str, files: list[Path], size: int, crop: bool = False) -> dict[str, float]:
     """The README's protocol in plain numpy and scikit-image, one image at a time; the learned metrics from their own
     packages' networks (the same seeded weights) on those images."""
-    import losses
     import metrics
 
     G = models.load_generator(spec)
-    vgg, lpips_net = losses.VGGFeatures("random"), metrics.lpips_network("alex", "random", "cpu")
+    vgg = models.VGGFeatures("random", models.VGG16_RELU4_3, "vgg16")  # evaluate.py's default perceptual network
+    lpips_net = metrics.lpips_network("alex", "random", "cpu")
     acc: dict[str, list[float]] = {k: [] for k in ("l1_ab", "mse_ab", "auc", "psnr", "ssim", "cf", "cf_true", "cf_dd", "cf_dd_true",
                                                    "perceptual", "lpips")}
     for f in files:
@@ -176,3 +176,26 @@ def test_bad_model_is_one_line(tmp_path, script):
     Image.fromarray(synthetic_rgb(0)).save(tmp_path / "x" / "0.png")
     code, err = script("evaluate.py", f"--ckpt={tmp_path / 'nope.pt'}", f"--dataset={tmp_path / 'x'}", "--fid=none", "--lpips_weights=none")
     assert code == 1 and "no such file" in err and "Traceback" not in err
+
+
+def test_a_folder_of_references_is_checked_before_the_models_load_for_the_images_evaluated(script, release_weights, tmp_path,
+                                                                                            monkeypatch):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "refs").mkdir()
+    for i in range(3):
+        Image.fromarray(synthetic_rgb(i)).save(tmp_path / "photos" / f"{i}.png")
+    for i in range(2):  # the third photo has none
+        Image.fromarray(synthetic_rgb(10 + i)).save(tmp_path / "refs" / f"{i}.png")
+    common = [f"--ckpt={release_weights}", f"--dataset={tmp_path / 'photos'}", "--image_size=64", "--num_workers=0",
+              "--vgg_weights=none", "--fid=none", "--lpips_weights=none", f"--reference={tmp_path / 'refs'}"]
+    code, err = script("evaluate.py", *common, "--max_images=2")  # only the evaluated images need a reference
+    assert code == 0, err
+    load = models.load_generator
+    monkeypatch.setattr(models, "load_generator", lambda *a, **k: pytest.fail("a model loaded"))
+    (tmp_path / "refs" / "1.png").write_bytes(b"")
+    code, err = script("evaluate.py", *common, "--max_images=2")
+    assert code == 1 and "1.png" in err and "not an image" in err and len(err.strip().splitlines()) == 1, err
+    Image.new("RGB", (32, 32), (90, 90, 90)).save(tmp_path / "refs" / "1.png")
+    code, err = script("evaluate.py", *common, "--max_images=2")
+    assert code == 1 and "it has no colour" in err, err
+    monkeypatch.setattr(models, "load_generator", load)
