@@ -1,0 +1,75 @@
+"""The commands in README.md and docs/ cannot rot: each `python SCRIPT.py ...`, `accelerate launch ... SCRIPT.py ...` and
+`streamlit run app.py -- ...` names a script that exists, and each of its --options is one the script takes."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from conftest import ROOT
+
+COMMAND = re.compile(r"(?:python|accelerate launch|streamlit run)\s[^`\n]*?(?<![\w./-])([\w./-]+\.py)\b([^`\n]*)")
+CONFIG_KEY = re.compile(r"^([a-z_][a-z0-9_]*) = ", re.M)
+ALWAYS = {"config", "help"}
+
+
+def options(script: Path) -> set[str]:
+    """The --keys a script takes: the variables of its config block (between the two # ---- lines)."""
+    source = script.read_text()
+    parts = source.split("# -----------------------------------------------------------------------------")
+    return set(CONFIG_KEY.findall(parts[1])) | ALWAYS if len(parts) >= 3 else set()
+
+
+def problems(text: str, where: str) -> list[str]:
+    """Each command in text whose script is missing or which passes an option its script does not take."""
+    found = []
+    for line in text.splitlines():
+        for m in COMMAND.finditer(line):
+            name, rest = m.group(1), m.group(2)
+            script = ROOT / name
+            if not script.is_file():
+                found.append(f"{where}: {name} does not exist ({line.strip()[:80]})")
+                continue
+            takes = options(script)
+            if not takes:  # .ci's helpers: argparse, not a config block
+                continue
+            rest = rest.split("#")[0].split(" -- ", 1)[-1] if "streamlit" in m.group(0) else rest.split("#")[0]
+            try:
+                words = shlex.split(rest.replace("\\", " "))
+            except ValueError:
+                words = rest.split()
+            for word in words:
+                if word.startswith("--"):
+                    key = word[2:].split("=", 1)[0]
+                    if key not in takes:
+                        found.append(f"{where}: {name} has no --{key} ({line.strip()[:100]})")
+    return found
+
+
+def pages() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted(ROOT.glob("assets/*/README.md"))]
+
+
+def test_every_documented_command_names_a_script_and_options_it_takes():
+    found = [p for page in pages() for p in problems(page.read_text(), page.name)]
+    assert not found, "\n".join(found)
+    commands = sum(len(COMMAND.findall(page.read_text())) for page in pages())
+    assert commands > 40, commands  # the pages are read: a pattern that matched nothing would pass anything
+
+
+def test_a_broken_command_is_caught():
+    assert problems("    python colorize.py in.jpg out.jpg --ckpt=colorgan --nonesuch=1", "t") == \
+        ["t: colorize.py has no --nonesuch (python colorize.py in.jpg out.jpg --ckpt=colorgan --nonesuch=1)"]
+    assert problems("streamlit run app.py -- --baseline=eccv16 --vgg_weights=x", "t") == \
+        ["t: app.py has no --vgg_weights (streamlit run app.py -- --baseline=eccv16 --vgg_weights=x)"]
+    assert problems("accelerate launch --multi_gpu train_gan.py --init=x", "t") == []  # the launcher's own options
+    assert problems("python nowhere.py --x=1", "t") == ["t: nowhere.py does not exist (python nowhere.py --x=1)"]
+
+
+def test_the_readme_is_short_and_every_module_is_in_its_file_table():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    modules = {p.name for p in ROOT.glob("*.py")}
+    table = set(re.findall(r"`([\w]+\.py)`", readme))
+    assert modules <= table, sorted(modules - table)
