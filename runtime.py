@@ -107,10 +107,10 @@ def _openvino_installed() -> bool:
 
 def choose(runtime: str, precision: str, device: str = "auto", temperature: float = 1.0, samples: int = 0) -> tuple[str, str, str]:
     """Resolve auto to (runtime, precision, a one-line note of what was chosen, or ''). --runtime=auto: on a CPU with
-    bf16 units, openvino bf16 (2.5-3x torch fp32 at an ab error of ~0.05, docs/speed.md), else torch bf16; elsewhere
-    torch fp32 (on AVX2, OpenVINO fp32 is 0.93x and int8 1.1x at a colour cost); never int8 unasked (it needs calibration
-    photos and loses hints); a GPU, a temperature below 1 or samples keep torch. --runtime=torch with precision auto is
-    fp32, the exact path; openvino's auto is bf16 where the CPU has the units."""
+    bf16 units, openvino bf16 (on AMX 5.8x torch fp32 for colorgan's model, ab 0.38 Lab from it on average: docs/speed.md),
+    else torch bf16; elsewhere torch fp32 (on AVX2, OpenVINO fp32 is 0.93x and int8 1.1x at a colour cost); never int8
+    unasked (it needs calibration photos and loses hints); a GPU, a temperature below 1 or samples keep torch.
+    --runtime=torch with precision auto is fp32, the exact path; openvino's auto is bf16 where the CPU has the units."""
     if "auto" not in (runtime, precision):
         return runtime, precision, ""
     on_gpu = runtime != "openvino" and (device.startswith(("cuda", "mps")) or (device == "auto" and torch.cuda.is_available()))
@@ -122,7 +122,8 @@ def choose(runtime: str, precision: str, device: str = "auto", temperature: floa
         precision = "bf16" if bf16_cpu else "fp32"
     fast = precision == "int8" or (precision == "bf16" and bf16_cpu and temperature == 1 and not samples)
     runtime = "openvino" if fast and _openvino_installed() else "torch"
-    why = ("on a GPU" if on_gpu else f"{cpu_class()}: the CPU's bf16 units, ab within ~0.05 of fp32" if precision == "bf16"
+    why = ("on a GPU" if on_gpu else f"{cpu_class()}: the CPU's bf16 units, ab ~0.4 Lab from fp32 on average, "
+           "--runtime=torch for the exact path" if precision == "bf16"
            else f"{cpu_class()}: no bf16 units, and nothing runs faster than torch fp32 here" if runtime == "torch" else cpu_class())
     return runtime, precision, f"colorgan: auto chose --runtime={runtime} --precision={precision} ({why}; docs/speed.md)"
 
