@@ -149,6 +149,10 @@ def script(monkeypatch, capsys):
             code = 0
         except SystemExit as e:
             code = e.code
+        except BaseException:  # an error that escapes (a test's planted one): this process keeps its own handlers
+            for s, h in handlers.items():
+                signal.signal(s, h)
+            raise
         captured = capsys.readouterr()
         err, run.stdout = captured.err, captured.out
         if isinstance(code, str):  # SystemExit("message"): Python prints it and exits 1
