@@ -73,3 +73,33 @@ def test_the_readme_is_short_and_every_module_is_in_its_file_table():
     modules = {p.name for p in ROOT.glob("*.py")}
     table = set(re.findall(r"`([\w]+\.py)`", readme))
     assert modules <= table, sorted(modules - table)
+
+
+LINK = re.compile(r"\]\(([^)\s#]*)(?:#([\w-]+))?\)")
+
+
+def slugs(page: Path) -> set[str]:
+    """The anchors GitHub gives a page's headings (lower case, punctuation dropped, spaces as hyphens)."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def broken_links(text: str, page: Path) -> list[str]:
+    """Each relative link in text whose file is missing or whose #anchor is no heading of it."""
+    found = []
+    for target, anchor in LINK.findall(text):
+        if target.startswith(("http://", "https://")):
+            continue
+        path = (page.parent / target).resolve() if target else page
+        if not path.exists():
+            found.append(f"{page.name}: {target} does not exist")
+        elif anchor and anchor not in slugs(path):
+            found.append(f"{page.name}: {target}#{anchor} is no heading of {path.name}")
+    return found
+
+
+def test_every_link_between_the_pages_reaches_a_file_and_a_heading():
+    found = [p for page in pages() for p in broken_links(page.read_text(), page)]
+    assert not found, "\n".join(found)
+    assert broken_links("[x](docs/speed.md#films) [y](docs/speed.md#nowhere) [z](docs/none.md)", ROOT / "README.md") == \
+        ["README.md: docs/speed.md#nowhere is no heading of speed.md", "README.md: docs/none.md does not exist"]
