@@ -187,7 +187,7 @@ BREAKS = [
     ("reference.py", "        confidence = (sim * (trust * ring).flatten(1)[:, None, :]).amax(-1)", "        confidence = sim.amax(-1)",
      "tests/test_reference.py -k nothing_to_match"),
     ("evaluate.py", "    for i, item in enumerate(images.items[:n_total]):", "    for i, item in enumerate(images.items):",
-     "tests/test_evaluate.py -k max_images_references"),
+     "tests/test_evaluate.py -k folder_of_references"),
     ("app.py", '            points = [{"x": h["x"], "y": h["y"], "color": h["color"], "size": hint_size}',
      '            points = [{"x": round(h["x"], 1), "y": round(h["y"], 1), "color": h["color"], "size": hint_size}', "tests/test_reference.py -k apps"),
     # issue 37: choices

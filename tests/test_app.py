@@ -295,4 +295,6 @@ def test_vividness_scales_every_columns_colour(app, served, release_weights):
     next(s for s in at.slider if s.label.startswith("Vividness")).set_value(0.5)
     at.run()
     shown = np.asarray(Image.open(io.BytesIO(served[at.image[2].value[0]])).convert("RGB"))
-    assert np.array_equal(shown, np.asarray(models.colorize(models.load_generator(release_weights), photo, vividness=0.5)))
+    G, small = models.load_generator(release_weights), models.small_copy(photo)[None]
+    assert np.array_equal(shown, np.asarray(models.colorize(G, photo, vividness=0.5)))
+    assert torch.equal(models.predict_ab(G, small, vividness=0.5), 0.5 * models.predict_ab(G, small))  # a chroma gain

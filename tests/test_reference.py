@@ -210,13 +210,15 @@ def test_the_apps_reference_hints_are_colorize_pys(monkeypatch, siggraph_weights
                                       "--reference_weights=random"])
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
-    upload(at, "0.png", (files / "in" / "0.png").read_bytes())
+    odd = files / "odd.png"  # 93 x 71: the hints' photo coordinates have many decimals, which the JSON must keep
+    Image.fromarray(textured(10, 96)[:71, :93]).save(odd)
+    upload(at, "odd.png", odd.read_bytes())
     at.sidebar.number_input(key="ref_most").set_value(256)  # every hint colorize.py places (the app shows 24 unless told)
     uploader = next(u for u in at.sidebar.get("file_uploader") if u.proto.label.startswith("A reference photo"))
     uploader.set_value(("ref.png", (files / "ref.png").read_bytes(), "image/png"))
     at.run()
     assert not at.exception and not at.error
-    photo = data.load_image(files / "in" / "0.png")
+    photo = data.load_image(odd)
     ref = reference.load(files / "ref.png")
     expected = reference.points(reference.Matcher("random"), ref, data.uint8_to_l(models.small_copy(photo)[None]), *photo.size)
     got = [(h["x"], h["y"], h["color"]) for h in at.session_state.hints]
@@ -227,7 +229,7 @@ def test_the_apps_reference_hints_are_colorize_pys(monkeypatch, siggraph_weights
     (files / "h.json").write_bytes(served[download.proto.url])
     assert hints.read(files / "h.json").reference is None  # colorize.py takes the points, not the reference again
     shown = np.asarray(at.session_state.result)  # and makes the app's picture from them, exactly
-    code, err = script("colorize.py", str(files / "in" / "0.png"), str(files / "app.png"), f"--ckpt={siggraph_weights}",
+    code, err = script("colorize.py", str(odd), str(files / "app.png"), f"--ckpt={siggraph_weights}",
                        "--runtime=torch", f"--hints={files / 'h.json'}")
     assert code == 0 and np.array_equal(np.asarray(Image.open(files / "app.png").convert("RGB")), shown), err
 

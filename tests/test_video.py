@@ -392,9 +392,11 @@ def test_a_film_render_stopped_anywhere_resumes_to_the_same_frames(colorize, tmp
         key = next(video.parts_folder(out).glob("*.mp4"), None)
         if key is not None:  # what a kill -9 leaves besides: a half-written piece under its temp name
             weights.temp_beside(key.with_name(key.name.replace("-000000", "-000001"))).write_bytes(b"\0" * 1000)
-        monkeypatch.setattr(models, "predict_ab", predict)
+        again = []
+        monkeypatch.setattr(models, "predict_ab", lambda G, small, *a, **k: again.append(len(small)) or predict(G, small, *a, **k))
         code, err = colorize(clip, out, "--batch_size=4", "--skip_existing=True")
         assert code == 0 and ("scenes of an earlier render are finished" in err) == (stop_after > 10), err
+        assert sum(again) == (20 if stop_after > 10 else 30), again  # the finished scene is not colorized again
         frames = video.read_frames(out)[0]
         assert len(frames) == 30 and all(np.array_equal(a, b) for a, b in zip(frames, whole)), stop_after
         assert not video.parts_folder(out).exists()  # the pieces are removed once joined
