@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 import torch
-from PIL import ImageDraw
+from PIL import Image, ImageDraw
 
 import configurator
 import hints as hint_files
@@ -75,6 +75,13 @@ def loaded(spec: str, device: str) -> tuple[object, str | None]:
 def generator(spec: str, device: str):
     """A model that loaded (see broken below)."""
     return loaded(spec, device)[0]
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def unguided(spec: str, raw: bytes, temperature: float, vividness: float, _photo: Image.Image) -> Image.Image:
+    """A model's colour of the uploaded photo (raw: its bytes) without hints, computed once per photo and setting: a
+    click that places a hint recolours the hint model's column alone."""
+    return models.colorize(generator(spec, device), _photo, temperature=temperature, vividness=vividness)
 
 
 def to_hex(rgb) -> str:
@@ -258,8 +265,9 @@ for i, (column, (title, spec, name)) in enumerate(zip(st.columns(3), panels)):
             continue
         with st.spinner("colorizing..."):
             given = placed(photo) if i == clickable and st.session_state.hints else None
-            img = as_gray(photo) if spec is None else models.colorize(generator(spec, device), photo, temperature=temperature,
-                                                                      hints=given, vividness=vividness)
+            img = as_gray(photo) if spec is None else \
+                unguided(spec, upload.getvalue(), temperature, vividness, photo) if given is None else \
+                models.colorize(generator(spec, device), photo, temperature=temperature, hints=given, vividness=vividness)
         if i == clickable:
             from streamlit_image_coordinates import streamlit_image_coordinates
 
