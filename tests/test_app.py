@@ -32,6 +32,13 @@ def app(monkeypatch, release_weights, other_weights):
     config.set_option("server.maxUploadSize", limit)
 
 
+def png(img: Image.Image) -> bytes:
+    """A picture as the bytes of a PNG file."""
+    out = io.BytesIO()
+    img.save(out, "PNG")
+    return out.getvalue()
+
+
 def upload(at, name: str, raw: bytes, mime: str = "image/png"):
     at.file_uploader[0].set_value((name, raw, mime))
     at.run()
@@ -60,9 +67,7 @@ def test_upload_shows_three_images_with_downloads(app, served, release_weights, 
     import models
 
     photo = Image.fromarray(synthetic_rgb(0, 60, 80))
-    buf = io.BytesIO()
-    photo.save(buf, "PNG")
-    at = upload(app, "photo.png", buf.getvalue())
+    at = upload(app, "photo.png", png(photo))
     captions = [c for img in at.image for c in img.captions]
     assert len(at.image) == 3 and captions[0] == "Input (gray)" and captions[1].startswith("Baseline")
     assert len(at.download_button) == 3 and not at.error
@@ -90,9 +95,7 @@ def test_temperature_slider_recolours(app, served, release_weights, monkeypatch)
 
     monkeypatch.setattr(sys, "argv", ["app.py", "--runtime=torch", "--baseline=", f"--ckpt={release_weights}"])  # each run reads it: no baseline column
     photo = Image.fromarray(synthetic_rgb(1, 48, 64))
-    buf = io.BytesIO()
-    photo.save(buf, "PNG")
-    at = upload(app, "photo.png", buf.getvalue())
+    at = upload(app, "photo.png", png(photo))
     assert len(at.image) == 2
     before = np.asarray(Image.open(io.BytesIO(served[at.image[1].value[0]])))
     at.slider[0].set_value(0.38).run()
@@ -129,9 +132,7 @@ def test_two_models_with_one_file_name_get_two_captions_and_download_names(monke
     monkeypatch.setattr(sys, "argv", ["app.py", "--runtime=torch", f"--baseline={tmp_path / 'finetune' / 'ckpt.pt'}", f"--ckpt={tmp_path / 'gan' / 'ckpt.pt'}"])
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
-    buf = io.BytesIO()
-    Image.fromarray(synthetic_rgb(2, 24, 32)).save(buf, "PNG")
-    at = upload(at, "photo.png", buf.getvalue())
+    at = upload(at, "photo.png", png(Image.fromarray(synthetic_rgb(2, 24, 32))))
     captions = [c for img in at.image for c in img.captions]
     assert captions == ["Input (gray)", "Baseline: finetune/ckpt.pt", "GAN: gan/ckpt.pt"]
     assert downloads == ["photo-gray.png", "photo-finetune_ckpt.png", "photo-gan_ckpt.png"]
@@ -141,9 +142,7 @@ def test_transparency_is_kept_as_on_the_command_line(app, served, release_weight
     import models
 
     rgba = np.dstack([synthetic_rgb(3, 40, 56), np.tile(np.linspace(0, 255, 56).astype(np.uint8), (40, 1))])
-    buf = io.BytesIO()
-    Image.fromarray(rgba, "RGBA").save(buf, "PNG")
-    at = upload(app, "logo.png", buf.getvalue())
+    at = upload(app, "logo.png", png(Image.fromarray(rgba, "RGBA")))
     shown = [Image.open(io.BytesIO(served[img.value[0]])) for img in at.image]
     downloads = [Image.open(io.BytesIO(served[b.proto.url])) for b in at.download_button]
     expected = models.colorize(models.load_generator(release_weights), Image.fromarray(rgba, "RGBA"))
@@ -165,9 +164,7 @@ def test_a_missing_model_is_said_at_start_and_the_gray_panel_is_l_alone(monkeypa
     at.run()
     assert at.error and "missing.pt: no such file" in at.error[0].value  # before any upload
     rgb = synthetic_rgb(4, 50, 70)
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "PNG")
-    at = upload(at, "photo.png", buf.getvalue())
+    at = upload(at, "photo.png", png(Image.fromarray(rgb)))
     gray = np.asarray(Image.open(io.BytesIO(served[at.image[0].value[0]])).convert("RGB"))
     assert len(at.image) == 2 and np.ptp(gray.astype(int), axis=2).max() <= 1  # the baseline column is left out
     assert np.abs(color.rgb2lab(gray)[..., 0] - color.rgb2lab(rgb)[..., 0]).max() < 0.6  # the photo's own L
@@ -184,9 +181,8 @@ def test_hints_are_placed_edited_suggested_and_downloaded(monkeypatch, release_w
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     photo = Image.fromarray(synthetic_rgb(0, 60, 80))
-    buf = io.BytesIO()
-    photo.save(buf, "PNG")
-    upload(at, "photo.png", buf.getvalue())
+    raw = png(photo)
+    upload(at, "photo.png", raw)
     G = models.load_generator(siggraph_weights)
     automatic = models.colorize(G, photo)
     assert np.array_equal(np.asarray(at.session_state.result), np.asarray(automatic)) and not at.session_state.hints
@@ -225,7 +221,7 @@ def test_hints_are_placed_edited_suggested_and_downloaded(monkeypatch, release_w
     at.run()
     assert np.array_equal(np.asarray(at.session_state.result), np.asarray(shown))
     download = next(b for b in at.sidebar.get("download_button") if "JSON" in b.label)
-    (tmp_path / "p.png").write_bytes(buf.getvalue())
+    (tmp_path / "p.png").write_bytes(raw)
     (tmp_path / "h.json").write_bytes(served[download.proto.url])  # colorize.py runs last: it sets sys.argv
     next(b for b in at.sidebar.button if b.key == "del1").click()
     at.run()
@@ -235,9 +231,7 @@ def test_hints_are_placed_edited_suggested_and_downloaded(monkeypatch, release_w
     assert not at.session_state.hints and np.array_equal(np.asarray(at.session_state.result), np.asarray(automatic))
     clear = Image.fromarray(synthetic_rgb(1, 60, 80)).convert("RGBA")
     clear.putalpha(Image.linear_gradient("L").resize((80, 60)))  # a transparent PNG on the clickable picture (JPEG)
-    raw = io.BytesIO()
-    clear.save(raw, "PNG")
-    upload(at, "clear.png", raw.getvalue())  # no exception
+    upload(at, "clear.png", png(clear))  # no exception
     at.sidebar.button[0].click()
     at.run()
     assert not at.exception and at.session_state.result.mode == "RGBA", at.exception
@@ -258,9 +252,7 @@ def test_choices_are_the_samples_each_downloadable_and_one_can_be_kept_editing_a
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     photo = Image.fromarray(synthetic_rgb(2, 60, 80))
-    buf = io.BytesIO()
-    photo.save(buf, "PNG")
-    upload(at, "photo.png", buf.getvalue())
+    upload(at, "photo.png", png(photo))
     at.number_input(key="n_choices").set_value(3)
     at.number_input(key="choice_seed").set_value(4)
     at.run()
@@ -289,9 +281,7 @@ def test_vividness_scales_every_columns_colour(app, served, release_weights):
     import models
 
     photo = Image.fromarray(synthetic_rgb(0, 60, 80))
-    buf = io.BytesIO()
-    photo.save(buf, "PNG")
-    at = upload(app, "photo.png", buf.getvalue())
+    at = upload(app, "photo.png", png(photo))
     next(s for s in at.slider if s.label.startswith("Vividness")).set_value(0.5)
     at.run()
     shown = np.asarray(Image.open(io.BytesIO(served[at.image[2].value[0]])).convert("RGB"))
