@@ -28,7 +28,8 @@ class GuidanceError(ValueError):
 def takes_reference(arch_or_model) -> str:
     """How a model takes a reference photo: "hints" (a hint input: the reference's colours matched where the content
     matches, given as hint points) or "transfer" (none: its prediction's ab matched to the reference's, globally)."""
-    takes_hints = arch_or_model == "siggraph17" if isinstance(arch_or_model, str) else arch_or_model.takes_hints
+    model = models.ARCHS.get(arch_or_model) if isinstance(arch_or_model, str) else arch_or_model  # gray: no class, no hints
+    takes_hints = getattr(model, "takes_hints", False)
     return "hints" if takes_hints else "transfer"
 
 
