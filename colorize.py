@@ -12,7 +12,7 @@
 The model sees a size x size copy; its ab is painted onto the photo's own full-resolution L. Outputs are written under
 a temp name and renamed; an existing output is never replaced unless --overwrite=True. Under `accelerate launch` (or
 torchrun) the processes share a folder's files, or a film's scenes. What guides the colour is guidance.py's; the
-photos' pipeline media.py's; films video.py's and keyframe_files.py's; samples samples.py's.
+photos' pipeline media.py's; films video.py's and keyframes.py's; samples sampling.py's.
 """
 
 import dataclasses
@@ -36,6 +36,7 @@ import media  # noqa: E402
 import models  # noqa: E402
 import reference as references  # noqa: E402
 import runtime as runtimes  # noqa: E402
+import sampling  # noqa: E402
 import video  # noqa: E402
 
 gc.freeze()  # and later collections skip them
@@ -52,7 +53,7 @@ reference_layers = ",".join(references.DEFAULT_LAYERS)  # VGG16 layers matched: 
 reference_weights = "imagenet"  # the matching's VGG16: imagenet (from pip or torchvision, weights.py), random or a file
 keyframes = ""  # a film: a folder for its scenes' first frames (written when given no output; coloured ones are followed)
 samples = 0  # photos: also write this many sampled colourings beside each output (NAME-sample1.png ...; sampling.py)
-seed = 0  # the samples' seed: the same seed gives the same pixels
+seed = 0  # the samples' seed (0 to 2**32 - 1): the same seed, photo and batch give the same pixels (sampling.py)
 vividness = 1.0  # chroma gain on the model's colour: 0 is gray, below 1 muted, above 1 more vivid (the app's slider)
 size = 256  # the model's input size (the release uses 256)
 temperature = 1.0  # annealed-mean temperature in (0, 1]: 1 is the model's mean, 0.38 Zhang et al.'s (more saturated)
@@ -126,8 +127,16 @@ if not 0 < temperature <= 1:
     fail(f"--temperature={temperature}: must be in (0, 1] (1 = the model's mean; lower is more saturated)")
 if size < 8 or size % 8:
     fail(f"--size={size}: must be a positive multiple of 8")
-if batch_size < 1 or workers < 0 or samples < 0 or not vividness >= 0:
-    fail("--batch_size must be at least 1, --workers, --samples and --vividness at least 0")
+if batch_size < 1:
+    fail(f"--batch_size={batch_size}: must be at least 1")
+if workers < 0 or samples < 0:
+    fail(f"--{'workers' if workers < 0 else 'samples'}={min(workers, samples)}: must be at least 0")
+if not 0 <= vividness <= models.MAX_VIVIDNESS:
+    fail(f"--vividness={vividness:g}: must be from 0 (gray) to {models.MAX_VIVIDNESS:g} (1 is the model's own colour)")
+if not 0 <= seed <= sampling.MAX_SEED:
+    fail(f"--seed={seed}: must be from 0 to {sampling.MAX_SEED}")
+if samples and ckpt == "gray":
+    fail("--samples: the gray model (ab = 0) has no colour distribution to sample")
 if format and format not in media.FORMATS:
     fail(f"--format={format}: use one of {', '.join(media.FORMATS)}")
 if not 0 <= temporal < 1:

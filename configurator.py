@@ -9,6 +9,8 @@ with its default and the comment beside it in the script. Nothing is exec'd.
 from __future__ import annotations
 
 import ast
+import difflib
+import math
 import os
 import re
 import sys
@@ -26,10 +28,14 @@ def _parse(key: str, text: str, default):
             return False
         raise ValueError(f"--{key} takes True or False, not {text!r}")
     if isinstance(default, (int, float)):
+        kind = "a whole number" if isinstance(default, int) else "a number"
         try:
-            return type(default)(float(text) if isinstance(default, int) and "e" in text.lower() else text)
-        except ValueError:
-            raise ValueError(f"--{key} takes a {type(default).__name__}, not {text!r}") from None
+            value = type(default)(float(text) if isinstance(default, int) and "e" in text.lower() else text)
+        except (ValueError, OverflowError):
+            raise ValueError(f"--{key} takes {kind}, not {text!r}") from None
+        if not math.isfinite(value):  # nan and inf pass float(); no option means them
+            raise ValueError(f"--{key} takes a finite number, not {text!r}")
+        return value
     return text
 
 
@@ -84,7 +90,8 @@ def configure(namespace: dict, argv: list[str] | None = None, positional: bool =
     lists_seen: set[str] = set()
     for k, v in overrides:
         if k not in keys:
-            raise SystemExit(f"{prog}: unknown option --{k} (see --help)")
+            close = difflib.get_close_matches(k, keys, n=1)
+            raise SystemExit(f"{prog}: unknown option --{k}" + (f": did you mean --{close[0]}?" if close else " (see --help)"))
         if isinstance(namespace[k], list):  # repeated --key=a --key=b builds the list
             namespace[k] = (namespace[k] if k in lists_seen else []) + [v]
             lists_seen.add(k)

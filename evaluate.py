@@ -55,8 +55,9 @@ num_workers = training.default_workers()  # DataLoader workers decoding images (
 temperature = 1.0  # annealed-mean temperature for every model (1 = the model's mean)
 vgg_weights = "imagenet"  # perceptual metric: imagenet, random, none, or a weights file of perceptual_net
 perceptual_net = "vgg16"  # perceptual metric's network: vgg16 (its ImageNet weights come with pip) or vgg19 (a 548 MB download)
-fid = "both"  # none, standard (TF-Inception, as pytorch-fid / clean-fid), tv (DDColor's torchvision Inception) or both
-fid_weights = "default"  # default (downloaded once), random (seeded, offline smoke tests) or a file (one flavour)
+fid = "auto"  # auto (standard, and tv where its weights can be had), standard (TF-Inception, as pytorch-fid / clean-fid: its
+# weights come with pip), tv (DDColor's torchvision Inception: a download), both, or none
+fid_weights = "default"  # default (pip's or the publisher's), random (seeded, offline smoke tests) or a file (one flavour)
 lpips_weights = "default"  # default (ImageNet backbone), random (seeded), none (no LPIPS) or a torchvision backbone file
 lpips_net = "alex"  # LPIPS backbone: alex (LPIPS's own default) or vgg (CT2's)
 device = "auto"  # auto, cpu or cuda
@@ -127,6 +128,8 @@ except metrics.MetricError as e:
     fail(str(e))
 if fid == "both" and fid_weights not in ("default", "random"):
     fail("--fid_weights=PATH fits one network: use it with --fid=standard or --fid=tv")
+if fid == "auto" and fid_weights not in ("default", "random"):
+    fid = "standard"  # the file is the standard network's: said when the networks load
 if save_outputs and Path(save_outputs).exists() and any(Path(save_outputs).iterdir()):
     fail(f"--save_outputs={save_outputs}: the folder exists and is not empty (give a new one: nothing is overwritten)")
 try:
@@ -145,6 +148,13 @@ if reference and reference != "self" and not Path(reference).is_dir():
     fail(f"--reference={reference}: use self or a folder of references named as the evaluated photos")
 if samples < 0 or (samples == 1):
     fail(f"--samples={samples}: 0 (none) or at least 2 (best-of-N and the diversity between them)")
+if not 0 <= seed <= sampling.MAX_SEED:
+    fail(f"--seed={seed}: must be from 0 to {sampling.MAX_SEED}")
+sampled = [j for j, spec in enumerate(ckpt) if spec != "gray"] if samples else []  # gray (ab = 0) has no distribution
+if samples and not sampled:
+    fail("--samples: the gray model (ab = 0) has no colour distribution to sample; add a colorizer (--ckpt=colorgan)")
+if samples and len(sampled) < len(ckpt):
+    print("evaluate.py: --samples: no samples column for gray (ab = 0 has no colour distribution)", file=sys.stderr)
 runtime, precision, chosen = runtimes.choose(runtime, precision, device, temperature, samples)
 if chosen:
     print(chosen.replace("colorgan:", "evaluate.py:"), file=sys.stderr)
@@ -196,7 +206,12 @@ try:
     takes_hints = any(guidance.takes_reference(G) == "hints" for G in generators)
     matcher = references.Matcher(reference_weights, tuple(reference_layers.split(",")),
                                  reference_temperature).to(device) if reference and takes_hints else None
-    fid_nets = metrics.fid_networks(fid, fid_weights, device)
+    fid_nets = metrics.fid_networks("standard" if fid == "auto" else fid, fid_weights, device)
+    if fid == "auto":
+        try:
+            fid_nets.update(metrics.fid_networks("tv", fid_weights, device))
+        except metrics.MetricError as e:
+            print(f"evaluate.py: DDColor's FID (fid_paired_tv) left out: {e}", file=sys.stderr)
     lpips_net_ = None if lpips_weights == "none" else metrics.lpips_network(lpips_net, lpips_weights, device)
 except (models.ModelError, metrics.MetricError, runtimes.RuntimeChoiceError, references.ReferenceError) as e:
     fail(str(e))
@@ -205,7 +220,7 @@ except (models.ModelError, metrics.MetricError, runtimes.RuntimeChoiceError, ref
 # (and with --samples, one of its samples beside each model's own)
 columns = [(j, n, r, False) for j, G in enumerate(generators) for n in (counts if counts and G.takes_hints else [None])
            for r in ((["none", "global"] + (["local"] if G.takes_hints else [])) if reference else [None])]
-columns += [(j, None, None, True) for j in range(len(generators))] if samples else []
+columns += [(j, None, None, True) for j in sampled]
 spec_of = [ckpt[c[0]] for c in columns]
 labels = [model_labels[j] + ("" if n is None else f"@{n}") + ("" if r is None else f"@ref:{r}") + (f"@samples:{samples}" if s else "")
           for j, n, r, s in columns]
@@ -281,7 +296,7 @@ with torch.no_grad():
                     references.histogram_intersection(pred_ab.cpu(), torch.cat([x.ab for x in refs])))
             if lpips_net_ is not None:
                 acc.setdefault("lpips", []).append(metrics.lpips(lpips_net_, preds[-1], truth).cpu())
-        metrics.update_fid(fid_nets, fid_stats, truth, preds)
+        metrics.update_fid(fid_nets, fid_stats, truth, preds, index)
         for c, rgbs in extra.items():
             for x in rgbs:
                 metrics.update_fid(fid_nets, {name: [per_column[c]] for name, per_column in fid_stats.items()}, None, [x])
@@ -307,6 +322,7 @@ def joined(m: int) -> dict[str, torch.Tensor]:
 
 per_image = [joined(m) for m in range(len(columns))] if n_used else []
 fids = metrics.compute_fid(fid_stats, accelerator.is_main_process) if n_used >= 2 else {}  # every process takes part
+halves = {k.removesuffix(metrics.HALVES): fids.pop(k)[0] for k in list(fids) if k.endswith(metrics.HALVES)}
 if not accelerator.is_main_process:
     sys.exit(0)
 if not n_used:
@@ -322,9 +338,11 @@ if per_class:
     for row, m in zip(rows, per_image):
         row["per_class"] = {(classes[c] if 0 <= c < len(classes) else str(c)) or "(root)": summarize(m, classes_used == c)
                             for c in classes_used.unique().tolist()}
-if fid != "none" and n_used < metrics.FID_UNBIASED_FROM:
-    print(f"evaluate.py: FID over {n_used} images is biased upward (below {metrics.FID_UNBIASED_FROM:,}, the features' "
-          "dimension): compare only FIDs over the same images", file=sys.stderr)
+if fids:
+    spread = "; ".join(f"{k}: the even and the odd images' truths are {v:.2f} apart" for k, v in halves.items())
+    print(f"evaluate.py: FID over {n_used} images ({spread}: differences below that are noise)"
+          + (f", biased upward below {metrics.FID_UNBIASED_FROM:,} images (the features' dimension): compare only FIDs over "
+             "the same images" if n_used < metrics.FID_UNBIASED_FROM else ""), file=sys.stderr)
 
 split_read = f"[{images.split}]" if images.split else f"[all of it: no '{split}' split]"
 width = max(12, *map(len, labels))
@@ -355,7 +373,9 @@ if out:
                                 "speckle": "mean |ab difference| of neighbouring pixels, of the samples; speckle_mean: of the deterministic output",
                                 "fid": "every sample against the ground truths"}} if samples else {}),
                 "lpips": None if lpips_net_ is None else {"backbone": lpips_net, "weights": lpips_weights, "method": metrics.PROTOCOL["lpips"]},
-                **{k: {"weights": fid_weights, "method": metrics.PROTOCOL[k]} for k in fids},
+                **{k: {"weights": fid_weights, "method": metrics.PROTOCOL[k], "n_images": n_used, "truth_halves": halves[k],
+                       "truth_halves_method": "FID between the ground truths of the even and the odd images (each half "
+                                              "n/2 images): the spread a FID over this set carries"} for k in fids},
                 "colorfulness": "Hasler & Suesstrunk 2003 on 0-255 RGB: rg = R - G, yb = (R + G)/2 - B (signed, as published)",
                 "colorfulness_ddcolor": "DDColor's colorfulness.py: the same with |R - G| and |(R + G)/2 - B| (set beside "
                                         "DDColor's CF and delta-CF)"}
@@ -371,10 +391,10 @@ if grid:
     with torch.no_grad():
         preds = [G(L, temperature=temperature) for G in generators]
     names = ["gray input", *model_labels]
-    if samples:  # the last model's first samples beside its own colouring
-        drawn = sampling.sample_ab(generators[-1], torch.stack(shown).to(device), min(samples, 4), seed)
+    if samples:  # the last sampled model's first samples beside its own colouring
+        drawn = sampling.sample_ab(generators[sampled[-1]], torch.stack(shown).to(device), min(samples, 4), seed)
         preds += list(drawn.unbind(1))
-        names += [f"{model_labels[-1]} sample {k + 1}" for k in range(drawn.shape[1])]
+        names += [f"{model_labels[sampled[-1]]} sample {k + 1}" for k in range(drawn.shape[1])]
     figure(colorization_grid(L, preds, ab), [*names, "ground truth"]).save(grid)
 if save_outputs:
     print(f"evaluate.py: {n_used} predictions per model and the ground truths in {save_outputs}/"

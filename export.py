@@ -213,6 +213,16 @@ def write_space(folder: Path, model_dir: Path) -> None:
     (folder / "README.md").write_text(space_readme(f"colorgan: {model_dir.name}", ckpt, push))
 
 
+def portable(value):
+    """A config value as a model card may publish it: a path of the machine it was made on (absolute, or in the user's
+    home) becomes its last name; anything else stays."""
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, str) and (os.path.isabs(value) or value.startswith("~")) and Path(value).name:
+        return Path(value).name
+    return value
+
+
 def written_by_export(folder: Path, space: bool) -> bool:
     """True for a folder export.py wrote: an export (only its own files, a config.json naming colorgan) or a Space (a
     Dockerfile that runs app.py); --overwrite replaces nothing else."""
@@ -290,7 +300,7 @@ try:
     source = weights.load_checkpoint(weights.weights_path(spec)) if spec != "scratch" else {}
 except models.ModelError as e:
     fail(str(e))
-info = {"name": out.name, "architecture": type(G).__name__, "library": "colorgan", "source": spec,
+info = {"name": out.name, "architecture": type(G).__name__, "library": "colorgan", "source": portable(spec),
         "input": "L (N,1,H,W) in [0, 100]" + (", hint_ab (N,2,H,W) in Lab units (0 where none), hint_mask (N,1,H,W) 0/1; H, W "
                                               "multiples of 8" if G.takes_hints else ""),
         "output": "ab (N,2,H,W) in Lab units" + ("" if G.takes_hints else ", at 4x the 1/4-resolution logits"),
@@ -298,7 +308,7 @@ info = {"name": out.name, "architecture": type(G).__name__, "library": "colorgan
         "model.safetensors (release keys)"}
 if "config" in source:
     info |= {"step": int(source.get("step", 0)), "generator": "EMA" if "generator_ema" in source else "generator",
-             "training": source["config"]}
+             "training": {k: portable(v) for k, v in source["config"].items()}}
 del source
 
 from safetensors.torch import save_file  # noqa: E402

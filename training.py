@@ -72,7 +72,7 @@ def refusals(script: str):
     """Turn the errors a user can cause while loading (data, weights) into fail()."""
     try:
         yield
-    except (data.DataError, models.ModelError, models.VGGError) as e:
+    except (data.DataError, models.ModelError, models.VGGError, features.CacheError) as e:
         fail(script, str(e).strip().splitlines()[-1])
 
 
@@ -213,23 +213,28 @@ class Run:
         now on the training set: its size said (and refused over max_gb) before the first photo; a stop while filling
         saves what is done, and the same command goes on from there."""
         backbone = weights.tensor_digest(dict(G.backbone.named_buffers()))[:16]  # the features depend on these weights
-        key = {"dataset": self.config["dataset"], "photos": len(self.train_ds), "image_size": self.config["image_size"],
+        key = {"dataset": self.config["dataset"], "photos": len(self.train_ds), "photos_digest": features.photos_digest(self.train_ds),
+               "image_size": self.config["image_size"],
                "seed": self.config["seed"], "views": views, "positions": positions, "backbone": backbone}
         size = len(self.train_ds) * views * features.row_bytes(positions)
         if size > max_gb * 2**30:
             self.fail(f"the feature cache would take {size / 2**30:.2f} GB ({len(self.train_ds)} photos x {views} views x "
                       f"{positions} positions), over --cache_gb={max_gb:g}: lower --cache_views or --cache_positions")
-        cache = features.FeatureCache(folder, len(self.train_ds), views, positions, key, self.accelerator.process_index,
-                                      self.accelerator.num_processes)
-        self.accelerator.wait_for_everyone()  # the main process made the files
-        cache.open()
+        try:
+            cache = features.FeatureCache(folder, len(self.train_ds), views, positions, key, self.accelerator.process_index,
+                                          self.accelerator.num_processes)
+            self.accelerator.wait_for_everyone()  # the main process made the files
+            cache.open()
+        except features.CacheError as e:
+            self.fail(str(e))
         missing = int((~cache.filled()).sum())
         if self.is_main:
             print(f"{self.script}: the backbone's features of {len(self.train_ds)} photos x {views} views: {size / 2**30:.2f} GB "
                   f"in {folder}" + (f" ({missing} rows to compute)" if missing else " (all cached)"), file=sys.stderr)
         if missing:
             G.eval()
-            with torch.random.fork_rng(devices=range(torch.cuda.device_count())):  # training draws what it would have drawn
+            # training draws what it would have drawn; a cache that cannot be written is one line
+            with torch.random.fork_rng(devices=range(torch.cuda.device_count())), refusals(self.script):
                 features.fill(cache, G, self.train_ds, self.config["seed"], batch_size, num_workers, self.device,
                               self.accelerator.autocast, self._note_bad, lambda: self._stop is not None, self.is_main,
                               _ignore_stop_signals)

@@ -15,11 +15,11 @@ A film's clock starts at its first frame: every time colorgan shows or reads (pr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import os
 import queue
-import shutil
 import sys
 import threading
 import time
@@ -44,6 +44,8 @@ IMAGE_DEMUXERS = ("image2", "_pipe")  # FFmpeg reads a lone picture through thes
 # moves a stream that does not start at 0), and Matroska's negative timestamps (AAC's priming) left unshifted
 EXACT_TIMES = {".mp4": "mov", ".mov": "mov", ".m4v": "mov", ".mkv": "mkv", ".webm": "mkv"}
 WAIT_S = 1.0  # the joining process looks for the other processes' scenes this often
+BEAT_S = 5.0  # each rendering process says it is alive this often (a file's modification time in the parts folder)
+STALL_S = 300.0  # a process silent this long while a scene of its is missing is taken for dead: the join stops
 
 
 class VideoError(ValueError):
@@ -218,13 +220,31 @@ class Pieces:
         """How many of this render's scenes are finished."""
         return len(list(self.folder.glob(f"{self.key}-*{self.suffix}"))) if self.folder.is_dir() else 0
 
+    def alive(self, rank: int) -> Path:
+        """Process rank's heartbeat: touched while it decodes and renders."""
+        return self.folder / f"{self.key}-alive-{rank}"
+
+    def silent(self, rank: int, since: float) -> float:
+        """Seconds since process rank last said it was alive (since `since`, time.time(), if it never did)."""
+        try:
+            return time.time() - max(self.alive(rank).stat().st_mtime, since)
+        except FileNotFoundError:
+            return time.time() - since
+
+    def remove(self) -> None:
+        """This render's own files (its pieces, heartbeats, temp pieces), then the folder if nothing else is in it."""
+        for p in self.folder.glob(f"*{self.key}-*"):
+            p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.folder.rmdir()
+
 
 class _Encoder:
     """The encoding thread: frames to the current scene's piece (a temp name, renamed when the scene ends)."""
 
-    def __init__(self, pieces: Pieces, codec: str, crf: int, in_v, rate):
+    def __init__(self, pieces: Pieces, codec: str, crf: int, stream: tuple, rate):
         self.pieces, self.codec, self.crf, self.rate = pieces, codec, crf, rate
-        self.width, self.height, self.time_base = in_v.codec_context.width, in_v.codec_context.height, in_v.time_base
+        self.width, self.height, self.time_base = stream  # the input's (width, height, time_base)
         self.inbox: queue.Queue = queue.Queue(QUEUE_FRAMES)
         self.errors: list[Exception] = []
         self.rotation = 0
@@ -323,9 +343,12 @@ def render(G, src: Path, dst: Path, size: int = 256, temperature: float = 1.0, t
         print(f"colorize.py: {src}: {reused} scenes of an earlier render are finished in {pieces.folder}: going on from them",
               file=sys.stderr)
     inp, in_v = open_video(src)
-    rate = in_v.average_rate or in_v.guessed_rate or 25
-    inp.close()
-    encoder = _Encoder(pieces, codec, crf, in_v, rate)
+    try:  # read while open: PyAV 18 refuses a closed container's stream
+        rate = in_v.average_rate or in_v.guessed_rate or 25
+        stream = (in_v.codec_context.width, in_v.codec_context.height, in_v.time_base)
+    finally:
+        inp.close()
+    encoder = _Encoder(pieces, codec, crf, stream, rate)
     bar = tqdm(total=header["frames"], unit="frame", disable=not progress, leave=False, desc=src.name,
                mininterval=0.1 if sys.stderr.isatty() else 30)  # a log: a line every 30 s
     frames = colorized = 0
@@ -340,7 +363,11 @@ def render(G, src: Path, dst: Path, size: int = 256, temperature: float = 1.0, t
 
     try:
         stream = _prefetch(decoded(src, max_pixels))
+        beat = 0.0
         for index, t, frame in stream:
+            if time.monotonic() - beat > BEAT_S:
+                pieces.alive(rank).touch()
+                beat = time.monotonic()
             img = frame.to_image()
             small = models.small_copy(img, size)
             L = data.uint8_to_l(small[None])
@@ -380,9 +407,9 @@ def render(G, src: Path, dst: Path, size: int = 256, temperature: float = 1.0, t
         print(f"colorize.py: {src}: decoding stopped after {frames}{of} frames ({error or 'the file ends early'}); "
               "wrote those", file=sys.stderr)
     if rank == 0:
-        _wait_for(pieces, scene + 1, progress)
+        _wait_for(pieces, scene + 1, world, dst, progress)
         join(src, dst, [pieces.path(s) for s in range(scene + 1)], encoder.rotation)
-        shutil.rmtree(pieces.folder, ignore_errors=True)
+        pieces.remove()
     return colorized
 
 
@@ -441,14 +468,22 @@ def _colorize_batch(G, batch: list, size: int, temperature: float, temporal: flo
     return state
 
 
-def _wait_for(pieces: Pieces, scenes: int, progress: bool) -> None:
-    """Until every scene's piece is there (other processes render theirs)."""
+def _wait_for(pieces: Pieces, scenes: int, world: int, dst: Path, progress: bool) -> None:
+    """Until every scene's piece is there (other processes render theirs); VideoError when a scene's process has been
+    silent for STALL_S (it died, or its piece was lost), naming the scenes and the command that renders them."""
+    since = time.time()
     missing = [s for s in range(scenes) if not pieces.done(s)]
     if missing and progress:
         print(f"colorize.py: waiting for {len(missing)} scenes from the other processes", file=sys.stderr)
     while missing:
         time.sleep(WAIT_S)
         missing = [s for s in missing if not pieces.done(s)]
+        dead = sorted({s % world for s in missing if pieces.silent(s % world, since) > STALL_S})
+        if dead:
+            raise VideoError(f"{dst}: scenes {', '.join(str(s + 1) for s in missing)} never came (process "
+                             f"{', '.join(map(str, dead))} silent for over {STALL_S:g} s: stopped, or its pieces were lost); "
+                             f"the finished scenes are kept in {pieces.folder}: the same command with --skip_existing=True "
+                             "renders the rest")
 
 
 def join(src: Path, dst: Path, parts: list[Path], rotation: int = 0) -> None:

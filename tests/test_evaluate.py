@@ -93,7 +93,7 @@ def test_two_models_side_by_side_match_scikit_image_on_one_process_or_two(tmp_pa
     assert code == 0, err
     stdout = script.stdout
     assert "finetune/ckpt.pt" in stdout and "gan/ckpt.pt" in stdout and "[all of it: no 'validation' split]" in stdout
-    assert "FID over 5 images is biased" in err
+    assert "FID over 5 images (fid: the even and the odd images' truths are" in err and "biased upward below 2,048" in err, err
     result = json.loads((tmp_path / "r.json").read_text())
     rows, protocol = result["models"], result["protocol"]
     files = sorted((tmp_path / "photos").rglob("*.jpg"))
@@ -110,6 +110,7 @@ def test_two_models_side_by_side_match_scikit_image_on_one_process_or_two(tmp_pa
             assert (tmp_path / "saved" / label.replace("/", "_") / f.relative_to(tmp_path / "photos").with_suffix(".png")).is_file()
     assert rows[0]["colorfulness"] < 0.5 < rows[0]["delta_cf"] and rows[1]["colorfulness"] > 5  # the gray model is gray
     assert protocol["resize"].endswith("(stretch)") and protocol["fid_paired_tv"]["weights"] == "random"
+    assert protocol["fid"]["n_images"] == 5 and protocol["fid"]["truth_halves"] > 0
     assert protocol["lpips"]["backbone"] == "alex" and protocol["split"] is None and protocol["n_images"] == 5
     assert Image.open(tmp_path / "grid.png").size == (4 * 64, 24 + 3 * 64)
 
@@ -151,13 +152,13 @@ def test_center_crop_end_to_end(tmp_path, release_weights, script):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--fid=fast"], "--fid must be standard, tv, both or none, not 'fast'"),
+    (["--fid=fast"], "--fid must be auto, standard, tv, both or none, not 'fast'"),
     (["--fid_weights=nope.pth"], "--fid_weights must be default, random or a weights file"),
     (["--lpips_weights=nope.pth"], "--lpips_weights must be default, random or a weights file"),
     (["--resize=crop"], "--resize must be stretch or center_crop"),
     (["--lpips_net=squeeze"], "--lpips_net must be alex or vgg"),
     (["--image_size=60"], "--image_size must be a multiple of 8"),
-    (["--fid_weights=PATH_FILE"], "--fid_weights=PATH fits one network"),
+    (["--fid=both", "--fid_weights=PATH_FILE"], "--fid_weights=PATH fits one network"),
     (["--save_outputs=FULL_DIR"], "exists and is not empty"),
     (["--hints=0,100000"], "at most 1764 hints (6x6 squares tiling a 256x256 image)"),
 ])

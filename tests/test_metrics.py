@@ -36,6 +36,27 @@ def test_frechet_distance_matches_scipy_and_is_zero_against_itself():
     assert different == pytest.approx(reference_fid(*features), rel=1e-4) and different > 1e-3
 
 
+def test_fid_grows_with_a_known_perturbation_and_two_halves_of_the_truth_are_computed_by_hand():
+    pool = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten())
+    pool.num_features = 12
+    nets = {"fid_paired_tv": pool}
+    g = torch.Generator().manual_seed(1)
+    truth = torch.rand(60, 3, 8, 8, generator=g)
+    noise = torch.randn(60, 3, 8, 8, generator=g)
+    stats = metrics.fid_statistics(nets, 4, "cpu")
+    index = torch.randperm(60, generator=g)  # the images' places in the set: which half each truth is in
+    for start in range(0, 60, 7):
+        batch = slice(start, start + 7)
+        metrics.update_fid(nets, stats, truth[batch], [(truth[batch] + s * noise[batch]).clamp(0, 1) for s in (0, 0.05, 0.1, 0.2)],
+                           index[batch])
+    fids = metrics.compute_fid(stats)
+    assert fids["fid_paired_tv"][0] == pytest.approx(0, abs=1e-6)
+    assert 1e-4 < fids["fid_paired_tv"][1] < fids["fid_paired_tv"][2] < fids["fid_paired_tv"][3]  # more noise, further
+    features = pool(truth).double().numpy()
+    even = (index % 2 == 0).numpy()
+    assert fids["fid_paired_tv" + metrics.HALVES][0] == pytest.approx(reference_fid(features[even], features[~even]), rel=1e-4)
+
+
 def test_tv_network_is_ddcolors_preprocessing_and_torchvisions_inception(tmp_path):
     from torchvision.models import inception_v3
 

@@ -259,3 +259,10 @@ def test_a_reference_with_nothing_to_match_gives_no_confident_hint(matcher, tmp_
     assert len(flat_points) == 0 and confidence.max() < reference.THRESHOLD / 2, (len(flat_points), confidence.max())
     own = reference.Reference("self", *lab_of(np.roll(photo, 8, 1)))  # the same photo, shifted: its content everywhere
     assert len(reference.points(matcher, own, L, 256, 256)) > 40
+
+
+def test_a_reference_that_matches_nothing_is_said_in_one_line(script, siggraph_weights, files):
+    Image.new("RGB", (1, 1), (200, 80, 40)).save(files / "tiny.png")
+    code, err = script("colorize.py", str(files / "in"), str(files / "out"), f"--ckpt={siggraph_weights}", "--size=64",
+                       "--runtime=torch", "--reference_weights=random", f"--reference={files / 'tiny.png'}")
+    assert code == 0 and err.count("the reference") == 1 and "tiny.png matched nothing" in err, err  # once for the job

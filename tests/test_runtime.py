@@ -217,6 +217,9 @@ def test_auto_picks_the_fastest_on_each_cpu_class_and_says_so(monkeypatch):
     rt, precision, note = runtime.choose("auto", "auto")
     assert (rt, precision) == ("openvino", "bf16") and "AVX512-BF16" in note
     assert runtime.choose("auto", "auto", temperature=0.5)[:2] == ("torch", "bf16")  # OpenVINO holds temperature 1
+    rt, precision, note = runtime.choose("auto", "auto", samples=2)  # the line says why torch, and names the exact path
+    assert (rt, precision) == ("torch", "bf16") and "torch, since --samples needs the model's colour distribution" in note
+    assert "--precision=fp32 for the exact path" in note and "--runtime=torch for" not in note, note
     assert runtime.choose("auto", "auto", device="cuda")[:2] == ("torch", "fp32")
     assert runtime.choose("torch", "auto") == ("torch", "fp32", "")  # torch alone: the exact path, as before
     assert runtime.choose("openvino", "auto")[:2] == ("openvino", "bf16")

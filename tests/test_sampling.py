@@ -76,6 +76,20 @@ def test_colorize_writes_the_samples_beside_the_output(script, hypercolumn_weigh
     assert code == 1 and "--samples draws from the model's colour distribution" in err, err
 
 
+def test_evaluate_leaves_gray_out_of_the_samples_and_refuses_gray_alone(script, hypercolumn_weights, tmp_path):
+    (tmp_path / "photos").mkdir()
+    for i in range(2):
+        Image.fromarray(synthetic_rgb(i, 64, 64)).save(tmp_path / "photos" / f"{i}.png")
+    common = [f"--dataset={tmp_path / 'photos'}", "--image_size=64", "--num_workers=0", "--vgg_weights=none", "--fid=none",
+              "--lpips_weights=random", "--samples=2"]
+    code, err = script("evaluate.py", "--ckpt=gray", *common)
+    assert code == 1 and "the gray model (ab = 0) has no colour distribution" in err and err.count("\n") == 1, err
+    code, err = script("evaluate.py", "--ckpt=gray", f"--ckpt={hypercolumn_weights}", *common, f"--out={tmp_path / 'r.json'}")
+    assert code == 0 and "no samples column for gray" in err, err
+    labels = [row["label"] for row in json.loads((tmp_path / "r.json").read_text())["models"]]
+    assert len(labels) == 3 and labels[0] == "gray" and labels[2].endswith("@samples:2") and "gray" not in labels[2], labels
+
+
 def test_samples_are_refused_for_a_film(script, hypercolumn_weights, tmp_path):
     from conftest import make_clip
 

@@ -128,7 +128,7 @@ def test_gan_logs_losses_and_images_and_stops_on_nan(script, split_photos, tmp_p
     g, ema = ckpt["generator"], ckpt["generator_ema"]  # the start was random: compare the EMA to G instead
     assert not torch.equal(g["model1.0.weight"], ema["model1.0.weight"])
 
-    code, err = script("train_gan.py", f"--dataset={split_photos}", "--resume=True", "--max_steps=9", "--lambda_l1=inf",
+    code, err = script("train_gan.py", f"--dataset={split_photos}", "--resume=True", "--max_steps=9", "--lambda_l1=1e39",
                        "--max_bad_steps=3", f"--out_dir={out}", *TINY, *GAN)
     assert code == 1 and "3 steps in a row had a NaN/Inf loss" in err and "Traceback" not in err, err
     assert weights.load_checkpoint(out / "ckpt.pt")["step"] == 2  # the last good checkpoint is intact
@@ -443,8 +443,8 @@ def test_a_stop_while_caching_keeps_the_rows_done_and_the_same_command_goes_on(s
     stop_now = False
     err = ok(script("train_finetune.py", f"--dataset={split_photos}", *HYPER, "--max_steps=2", f"--out_dir={tmp_path / 'run'}"))
     assert "(8 rows to compute)" in err and sum(calls[:2]) == 8, (err, calls)  # only the missing rows (then validation's)
-    assert features.FeatureCache(tmp_path / "run" / "features", 8, 2, 16,
-                                 __import__("json").loads((tmp_path / "run" / "features" / "manifest.json").read_text())).filled().all()
+    key = __import__("json").loads((tmp_path / "run" / "features" / "manifest.json").read_text())["key"]
+    assert features.FeatureCache(tmp_path / "run" / "features", 8, 2, 16, key).filled().all()
 
 
 def test_a_cache_over_its_bound_is_one_line_before_any_photo(script, split_photos, tmp_path):
@@ -455,6 +455,24 @@ def test_a_cache_over_its_bound_is_one_line_before_any_photo(script, split_photo
     code, err = script("train_finetune.py", f"--dataset={split_photos}", *HYPER, "--max_steps=2", f"--out_dir={tmp_path / 'b'}",
                        "--loss=mse")
     assert code == 1 and "trains with --loss=classification" in err, err
+
+
+def test_cache_dir_never_clears_the_users_folder_nor_the_dataset(script, split_photos, tmp_path):
+    before = sorted(p.relative_to(split_photos) for p in split_photos.rglob("*"))
+    for folder in (split_photos, split_photos / "train"):
+        code, err = script("train_finetune.py", f"--dataset={split_photos}", *HYPER, "--max_steps=2",
+                           f"--out_dir={tmp_path / 'run'}", f"--cache_dir={folder}")
+        assert code == 1 and "files that are not a colorgan feature cache" in err and "Traceback" not in err, err
+    assert sorted(p.relative_to(split_photos) for p in split_photos.rglob("*")) == before
+
+
+def test_a_stale_cache_is_made_anew_when_a_photo_is_swapped(script, split_photos, tmp_path):
+    run = [f"--dataset={split_photos}", *HYPER, "--max_steps=1", f"--out_dir={tmp_path / 'run'}"]
+    ok(script("train_finetune.py", *run))
+    photo = sorted((split_photos / "train").rglob("*.png"))[0]
+    Image.open(sorted((split_photos / "train").rglob("*.png"))[1]).save(photo)  # another photo under its name
+    err = ok(script("train_finetune.py", *run, "--overwrite=True"))
+    assert "made from other photos" in err and "(16 rows to compute)" in err, err
 
 
 def test_the_gan_stage_fine_tunes_the_hypercolumn_head_alone(script, split_photos, tmp_path, hypercolumn_weights):

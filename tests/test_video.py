@@ -419,6 +419,25 @@ def test_two_processes_share_a_films_scenes_and_the_first_joins_them(release_wei
     assert len(two) == 24 and all(np.array_equal(a, b) for a, b in zip(one, two))
 
 
+def test_a_join_whose_other_process_never_comes_stops_in_one_line_and_the_rest_resumes(release_weights, tmp_path, monkeypatch):
+    clip = tmp_path / "clip.mkv"
+    make_clip(clip, frames=24, cut_at=8, audio=False, codec="ffv1")
+    (tmp_path / ".two.mkv.parts").mkdir()
+    (tmp_path / ".two.mkv.parts" / "notes.txt").write_text("the user's")  # never removed: not the render's own
+    G = models.load_generator(release_weights)
+    monkeypatch.setattr(video, "STALL_S", 1.5)
+    monkeypatch.setattr(video, "WAIT_S", 0.1)
+    with pytest.raises(video.VideoError, match=r"scenes 2 never came \(process 1 silent for over 1.5 s.*--skip_existing=True"):
+        video.render(G, clip, tmp_path / "two.mkv", size=64, progress=False, share=(0, 2))  # process 1 never started
+    assert video.Pieces(tmp_path / "two.mkv", "").folder.is_dir() and not (tmp_path / "two.mkv").exists()
+    monkeypatch.setattr(video.Pieces, "done", lambda self, scene: False)  # a broken check: a line, never a hang
+    with pytest.raises(video.VideoError, match="never came"):
+        video.render(G, clip, tmp_path / "three.mkv", size=64, progress=False)
+    monkeypatch.undo()
+    assert video.render(G, clip, tmp_path / "two.mkv", size=64, progress=False) == 16  # scene 1 was kept: only scene 2
+    assert sorted(p.name for p in (tmp_path / ".two.mkv.parts").iterdir()) == ["notes.txt"]
+
+
 def test_mkv_keeps_the_inputs_timestamps_despite_the_sounds_priming(colorize, tmp_path):
     clip = tmp_path / "clip.mp4"
     make_clip(clip, frames=12, audio=True)  # AAC: its first packet 1024 samples before 0
@@ -476,7 +495,7 @@ def test_a_restorers_mistakes_are_one_line_before_the_weights_load(script, tmp_p
                                     f"--reference={tmp_path / 'out' / 'myref.png'}", "--overwrite=True"], "it is one of this job's outputs"),
         "reference is a fifo": ([*photo, f"--reference={tmp_path / 'pipe.png'}"], "not a regular file"),
         "hint file's reference is a fifo": ([*photo, f"--hints={tmp_path / 'h.json'}", "--ckpt=siggraph17"], "not a regular file"),
-        "nan temperature": ([*photo, "--reference_temperature=nan"], "--reference_temperature must be positive"),
+        "nan temperature": ([*photo, "--reference_temperature=nan"], "--reference_temperature takes a finite number, not 'nan'"),
         "a jpeg named mp4": ([str(tmp_path / "photo.mp4"), str(tmp_path / "o.mp4")], "a picture (jpeg), not a video"),
         "keyframes for a photo": ([*photo, f"--hints={tmp_path / 'k.json'}"], "lists keyframes, which are a film's"),
         "a negative time": ([*film, f"--hints={tmp_path / 'neg.json'}", "--ckpt=siggraph17"], "is not seconds or HH:MM:SS.mmm"),

