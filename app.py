@@ -21,7 +21,7 @@ import models
 import reference as references
 import runtime as runtimes
 import sampling
-from data import ImageError, lab_to_rgb, load_image, png_bytes, uint8_to_l
+from data import ImageError, has_chroma, lab_to_rgb, load_image, png_bytes, uint8_to_l, uint8_to_lab
 
 # -----------------------------------------------------------------------------
 baseline = "colorgan"  # middle column's model spec: colorgan (shipped), eccv16, a file... ("" hides it)
@@ -41,8 +41,6 @@ try:
     if device not in ("auto", "cpu", "cuda"):
         raise SystemExit(f"app.py: --device must be auto, cpu or cuda, not {device!r}")
     runtime, precision, chosen = runtimes.choose(runtime, precision, device)
-    if chosen:
-        print(chosen.replace("colorgan:", "app.py:"), file=sys.stderr)
     try:
         precision = runtimes.check(runtime, precision, device=device)
     except runtimes.RuntimeChoiceError as e:
@@ -56,9 +54,20 @@ except SystemExit as e:  # a bad option: one line in the terminal and in the pag
     st.stop()
 device = ("cuda" if torch.cuda.is_available() and runtime == "torch" else "cpu") if device == "auto" else device
 max_upload_mb = st.get_option("server.maxUploadSize")  # the limit the uploader states (.streamlit/config.toml)
+FORMATS = "JPEG, PNG or WebP"  # what the uploaders take
 
 
 @st.cache_resource
+def say_once(line: str) -> None:
+    """A line in the terminal once per server, not at every rerun of the page."""
+    print(line, file=sys.stderr)
+
+
+if chosen:
+    say_once(chosen.replace("colorgan:", "app.py:"))
+
+
+@st.cache_resource(show_spinner="Loading the models (OpenVINO converts a new model once: about a minute on a small CPU)...")
 def loaded(spec: str, device: str) -> tuple[object, str | None]:
     """(the model, None) or (None, the one-line error), once per server: a model that cannot load (offline eccv16) is
     not tried again, with its download timeouts, at every click."""
@@ -163,11 +172,16 @@ for spec in dict.fromkeys(s for s in (baseline, ckpt) if s):
     if error := loaded(spec, device)[1]:
         broken[spec] = error
         st.error(error)
-upload = st.file_uploader("A photo (JPEG, PNG or WebP); colour photos are shown as the gray input the models see",
+upload = st.file_uploader(f"A photo ({FORMATS}); a colour photo is coloured from its gray, shown beside the original",
                           type=["jpg", "jpeg", "png", "webp"])
 temperature = 1.0 if runtime == "openvino" else st.slider(
     "Temperature: 1 is the model's mean colour, lower is more saturated (Zhang et al. use 0.38)", 0.2, 1.0, 1.0, 0.02)
 vividness = st.slider("Vividness: the colour's strength, 0 gray, 1 the model's own (colorize.py --vividness)", 0.0, 2.0, 1.0, 0.05)
+with st.sidebar:  # drawn before any upload: a widget left undrawn by a run loses its value (a new photo reset it to 0)
+    st.header("Choices")
+    st.number_input("How many other colourings to draw (coherent samples of the model's colour distribution; sampling.py)",
+                    0, 12, 0, key="n_choices")
+    st.number_input("Seed (the same seed gives the same choices)", 0, 2**31 - 1, 0, key="choice_seed")
 if upload is None:
     st.stop()
 if upload.size > max_upload_mb * 2**20:
@@ -176,7 +190,8 @@ if upload.size > max_upload_mb * 2**20:
 try:
     photo = load_image(upload.getvalue(), keep_alpha=True, max_pixels=max_pixels)  # transparency kept, as colorize.py keeps it
 except ImageError as e:
-    st.error(f"{upload.name}: {str(e).split(': ', 1)[-1]}")
+    why = str(e).split(": ", 1)[-1]
+    st.error(f"{upload.name}: {f'not a {FORMATS} picture' if why.startswith('not an image file') else why}")
     st.stop()
 
 stem = Path(upload.name).stem
@@ -234,11 +249,12 @@ if hint_spec:
             except (references.ReferenceError, models.VGGError) as e:
                 st.error(str(e))
         hint_size = st.slider("Hint size (pixels of the photo)", 1, max(2, max(photo.size) // 8), hint_size)
-        listing = st.expander(f"{len(st.session_state.hints)} hints", expanded=len(st.session_state.hints) <= 12)
+        count = len(st.session_state.hints)
+        listing = st.expander(f"{count} hint{'' if count == 1 else 's'}", expanded=count <= 12)
         for h in list(st.session_state.hints):
             h["color"] = st.session_state.get(f"color{h['id']}", h["color"])
             listing.color_picker(f"Hint at ({h['x']:.0f}, {h['y']:.0f})", key=f"color{h['id']}")
-            row = listing.columns(5)
+            row = listing.columns(4)
             if h is st.session_state.hints[-1] and "suggested" not in h:  # the newest hint's, once: one more model run
                 G = generator(hint_spec, device)
                 h["suggested"] = suggested(getattr(G, "source", G), photo, h)  # the PyTorch model: its class head
@@ -248,7 +264,7 @@ if hint_spec:
                              'border:1px solid #8888"></div>', unsafe_allow_html=True)
                 col.button(f"{j + 1}", key=f"s{h['id']}-{j}", help=f"the model suggests {color}", on_click=set_color,
                            args=(h, color))
-            row[4].button("✕", key=f"del{h['id']}", help="delete this hint", on_click=remove_hints, args=(h["id"],))
+            listing.button("Delete this hint", key=f"del{h['id']}", on_click=remove_hints, args=(h["id"],))
         if st.session_state.hints:
             st.button("Clear hints", on_click=remove_hints)
             points = [{"x": h["x"], "y": h["y"], "color": h["color"], "size": hint_size}  # exact: the picture reproduced
@@ -257,11 +273,18 @@ if hint_spec:
             st.download_button("Download hints (JSON for colorize.py --hints)", hint_files.to_json(points, reference_name),
                                f"{stem}.hints.json", "application/json")
 names = models.spec_labels([baseline, ckpt])  # two models called ckpt.pt get two captions and two file names
-panels = [("Input (gray)", None, "gray"), (f"Baseline: {names[0]}", baseline, names[0]), (f"GAN: {names[1]}", ckpt, names[1])]
+panels = [("Input (gray)", None, "gray"), (f"Baseline: {names[0]}", baseline, names[0]), (f"Model: {names[1]}", ckpt, names[1])]
+in_colour = has_chroma(uint8_to_lab(models.small_copy(photo)[None])[1]).item()  # a colour upload: the models see its gray
 clickable = next((i for i, (_, spec, _) in enumerate(panels) if hint_spec and spec == hint_spec), None)
 for i, (column, (title, spec, name)) in enumerate(zip(st.columns(3), panels)):
     with column:
-        if spec == "" or spec in broken:
+        if spec == "":
+            continue
+        if spec in broken:  # said in place, not a blank column
+            st.warning(f"{title} is not shown: {broken[spec]}")
+            continue
+        if spec is None and in_colour and st.toggle("Show the original, in colour", key="show_original"):
+            st.image(photo, caption="The original", width="stretch", output_format="PNG")
             continue
         with st.spinner("colorizing..."):
             given = placed(photo) if i == clickable and st.session_state.hints else None
@@ -283,10 +306,10 @@ chooser = next((s for s in (ckpt, baseline) if s and s not in broken), None)
 if chooser:
     label = names[1] if chooser == ckpt else names[0]
     st.subheader(f"Choices: other plausible colourings by {label}")
-    n = st.number_input("How many (each a coherent sample of the model's colour distribution; sampling.py)", 0, 12, 0,
-                        key="n_choices")
-    seed = st.number_input("Seed (the same seed gives the same choices)", 0, 2**31 - 1, 0, key="choice_seed")
-    if n:
+    n, seed = st.session_state.n_choices, st.session_state.choice_seed
+    if not n:
+        st.caption("Set how many in the sidebar.")
+    else:
         with st.spinner("drawing choices..."):
             given = placed(photo) if chooser == hint_spec and st.session_state.hints else None
             drawn = sampling.sample_ab(generator(chooser, device), models.small_copy(photo)[None], n, seed,
@@ -300,4 +323,5 @@ if chooser:
                     st.download_button("Download PNG", png_bytes(img), f"{stem}-{Path(label.replace('/', '_')).stem}-choice{k + 1}.png",
                                        "image/png", key=f"choice-download{k}")
                     if hint_spec:
-                        st.button("Keep editing (its colours become hints)", key=f"choice-keep{k}", on_click=keep_choice, args=(k,))
+                        st.button("Edit as hints", key=f"choice-keep{k}", help="its colours become hints you can edit",
+                                  on_click=keep_choice, args=(k,))

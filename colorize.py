@@ -181,10 +181,25 @@ else:
     jobs = [dataclasses.replace(job, replace=True) for job in mine] if overwrite else mine
 for note in notes:
     print(f"colorize.py: {note}", file=sys.stderr)
+if not jobs:
+    print("colorize.py: every output exists: nothing to do", file=sys.stderr)
+    give_back_signals()
+    sys.exit(0)
 try:
     media.check_writable(jobs)
 except media.PlanError as e:
     fail(str(e))
+unreadable = {}  # each photo's header read now: a file that is no photo is named before any weights load
+for job in jobs:
+    if job.src.suffix.lower() not in data.VIDEO_SUFFIXES:
+        try:
+            data.check_header(job.src, max_pixels)
+        except data.ImageError as e:
+            unreadable[job.src] = str(e)
+if unreadable and len(jobs) == 1:
+    fail(next(iter(unreadable.values())))
+for error in unreadable.values():
+    print(f"colorize.py: skipped {error}", file=sys.stderr)
 
 # what guides the colour: hints, sidecars, references, keyframes, read and checked
 try:
@@ -227,9 +242,10 @@ except KeyboardInterrupt as e:
     fail(f"stopped by {stopped_by(e).name} while preparing the model: nothing written", 128 + stopped_by(e))
 
 # the work: photos in a pipeline, then films scene by scene; a stop says how far the job got
-photos = [j for j in jobs if j.src.suffix.lower() not in data.VIDEO_SUFFIXES and j.src not in plan.refused]
+skipped = plan.refused | unreadable.keys()
+photos = [j for j in jobs if j.src.suffix.lower() not in data.VIDEO_SUFFIXES and j.src not in skipped]
 films = [j for j in jobs if j.src.suffix.lower() in data.VIDEO_SUFFIXES]
-failed = [error for _, error in plan.failed]
+failed = [error for _, error in plan.failed] + list(unreadable.values())
 try:
     threads = runtimes.share_cores(runtime, workers)  # for the photos; a film paints in one thread, with torch's
     with tqdm(total=len(photos), disable=len(photos) < 2, unit="img", dynamic_ncols=True) as bar:

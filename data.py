@@ -6,6 +6,7 @@ Workers decode and augment to uint8 tensors; the Lab conversion runs batched on 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -222,28 +223,11 @@ def as_rgb8(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else (_to_8bit(img) if img.mode in GRAY16_MODES else img).convert("RGB")
 
 
-def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pixels: int = MAX_PIXELS,
-               keep_16bit: bool = False) -> Image.Image:
-    """Open anything PIL reads as an upright 8-bit RGB (or RGBA) image; ImageError otherwise. keep_16bit keeps a 16-bit
-    photo's precision too (see deep16): a gray one in its own mode (I;16 or I), a 16-bit RGB TIFF's or PNG's pixels beside
-    the 8-bit picture."""
-    name = "<bytes>" if isinstance(src, bytes) else str(src)
-    too_big = f"{name}: over the limit of {max_pixels:,} pixels (a decompression bomb?)"
+@contextlib.contextmanager
+def _refusals(name: str, max_pixels: int):
+    """The ways a file fails to be one photo, each as a one-line ImageError."""
     try:
-        img = _open(src)
-        if img.width * img.height > max_pixels:
-            raise ImageError(too_big)
-        frames = getattr(img, "n_frames", 1)
-        if frames > 1 and img.format != "MPO":  # a camera's MPO holds the photo and its preview: the first is the photo
-            raise ImageError(f"{name}: holds {frames} pages or frames; colorgan colorizes one picture a file (split it "
-                             "first, e.g. with ImageMagick: convert in.tif page-%d.png)")
-        turned = getattr(img, "tag_v2", {}).get(274)  # a TIFF's orientation: Pillow 13 applies it while loading
-        rawmode = img.tile[0].args if img.format == "PNG" and img.tile else None  # the decoder's (gone once loaded)
-        img.load()
-        if img.format == "PNG":
-            turned = img.getexif().get(274)  # what exif_transpose turns the picture by
-        ImageOps.exif_transpose(img, in_place=True)  # in place: a 12 MP photo is not copied
-        rgb16 = _rgb16(src, img, rawmode, turned) if keep_16bit else None
+        yield
     except ImageError:
         raise
     except FileNotFoundError:
@@ -253,9 +237,44 @@ def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pix
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file (or not one of {', '.join(sorted(IMAGE_SUFFIXES))})") from None
     except Image.DecompressionBombError:
-        raise ImageError(too_big) from None
+        raise ImageError(f"{name}: over the limit of {max_pixels:,} pixels (a decompression bomb?)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name}: cannot decode ({e})") from None
+
+
+def _one_picture(img: Image.Image, name: str, max_pixels: int) -> None:
+    """Refuse, from its header, a file larger than max_pixels or of several pages or frames."""
+    if img.width * img.height > max_pixels:
+        raise Image.DecompressionBombError(name)
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1 and img.format != "MPO":  # a camera's MPO holds the photo and its preview: the first is the photo
+        raise ImageError(f"{name}: holds {frames} pages or frames; colorgan colorizes one picture a file (split it "
+                         "first, e.g. with ImageMagick: convert in.tif page-%d.png)")
+
+
+def check_header(src: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse (ImageError) what load_image would refuse from the file's header alone, without decoding it: a missing
+    file, not an image, too many pixels, several pages."""
+    with _refusals(str(src), max_pixels), _open(src) as img:
+        _one_picture(img, str(src), max_pixels)
+
+
+def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pixels: int = MAX_PIXELS,
+               keep_16bit: bool = False) -> Image.Image:
+    """Open anything PIL reads as an upright 8-bit RGB (or RGBA) image; ImageError otherwise. keep_16bit keeps a 16-bit
+    photo's precision too (see deep16): a gray one in its own mode (I;16 or I), a 16-bit RGB TIFF's or PNG's pixels beside
+    the 8-bit picture."""
+    name = "<bytes>" if isinstance(src, bytes) else str(src)
+    with _refusals(name, max_pixels):
+        img = _open(src)
+        _one_picture(img, name, max_pixels)
+        turned = getattr(img, "tag_v2", {}).get(274)  # a TIFF's orientation: Pillow 13 applies it while loading
+        rawmode = img.tile[0].args if img.format == "PNG" and img.tile else None  # the decoder's (gone once loaded)
+        img.load()
+        if img.format == "PNG":
+            turned = img.getexif().get(274)  # what exif_transpose turns the picture by
+        ImageOps.exif_transpose(img, in_place=True)  # in place: a 12 MP photo is not copied
+        rgb16 = _rgb16(src, img, rawmode, turned) if keep_16bit else None
     info = img.info  # EXIF (its orientation applied), ICC profile, text: what an output keeps
     if keep_16bit and img.mode in GRAY16_MODES and np.asarray(img).max() > 255:  # (values up to 255: 8-bit data)
         img.info = info

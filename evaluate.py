@@ -322,7 +322,7 @@ def joined(m: int) -> dict[str, torch.Tensor]:
 
 per_image = [joined(m) for m in range(len(columns))] if n_used else []
 fids = metrics.compute_fid(fid_stats, accelerator.is_main_process) if n_used >= 2 else {}  # every process takes part
-halves = {k.removesuffix(metrics.HALVES): fids.pop(k)[0] for k in list(fids) if k.endswith(metrics.HALVES)}
+halves = {k.removesuffix(metrics.HALVES): fids.pop(k) for k in list(fids) if k.endswith(metrics.HALVES)}
 if not accelerator.is_main_process:
     sys.exit(0)
 if not n_used:
@@ -331,7 +331,8 @@ if not n_used:
 classes_used = torch.cat([r["label"] for r in everyone])[order]
 everything = torch.ones_like(classes_used, dtype=torch.bool)
 rows = [{"ckpt": spec, "label": name, **({"hints": n} if counts else {}), **({"reference": r} if reference else {}),
-         **summarize(m, everything), **{k: v[c] for k, v in fids.items()}}
+         **summarize(m, everything), **{k: v[c] for k, v in fids.items()},
+         **{f"{k}_halves": v[2 * c:2 * c + 2] for k, v in halves.items()}}
         for c, (spec, name, m, (_, n, r, _)) in enumerate(zip(spec_of, labels, per_image, columns))]
 classes = images.classes
 if per_class:
@@ -339,9 +340,11 @@ if per_class:
         row["per_class"] = {(classes[c] if 0 <= c < len(classes) else str(c)) or "(root)": summarize(m, classes_used == c)
                             for c in classes_used.unique().tolist()}
 if fids:
-    spread = "; ".join(f"{k}: the even and the odd images' truths are {v:.2f} apart" for k, v in halves.items())
-    print(f"evaluate.py: FID over {n_used} images ({spread}: differences below that are noise)"
-          + (f", biased upward below {metrics.FID_UNBIASED_FROM:,} images (the features' dimension): compare only FIDs over "
+    spread = "; ".join(f"{k} of {label}: {v[2 * c]:.2f} and {v[2 * c + 1]:.2f}" for k, v in halves.items()
+                       for c, label in enumerate(labels))
+    print(f"evaluate.py: FID over {n_used} images; over the even and the odd half ({spread}): the halves' difference is "
+          "how far the figure moves with the images it is taken over"
+          + (f"; biased upward below {metrics.FID_UNBIASED_FROM:,} images (the features' dimension): compare only FIDs over "
              "the same images" if n_used < metrics.FID_UNBIASED_FROM else ""), file=sys.stderr)
 
 split_read = f"[{images.split}]" if images.split else f"[all of it: no '{split}' split]"
@@ -373,9 +376,9 @@ if out:
                                 "speckle": "mean |ab difference| of neighbouring pixels, of the samples; speckle_mean: of the deterministic output",
                                 "fid": "every sample against the ground truths"}} if samples else {}),
                 "lpips": None if lpips_net_ is None else {"backbone": lpips_net, "weights": lpips_weights, "method": metrics.PROTOCOL["lpips"]},
-                **{k: {"weights": fid_weights, "method": metrics.PROTOCOL[k], "n_images": n_used, "truth_halves": halves[k],
-                       "truth_halves_method": "FID between the ground truths of the even and the odd images (each half "
-                                              "n/2 images): the spread a FID over this set carries"} for k in fids},
+                **{k: {"weights": fid_weights, "method": metrics.PROTOCOL[k], "n_images": n_used,
+                       "halves": "each model's FID over the even images and over the odd ones (n/2 each): the spread a "
+                                 "FID over this many images carries (FID grows as the images get fewer)"} for k in fids},
                 "colorfulness": "Hasler & Suesstrunk 2003 on 0-255 RGB: rg = R - G, yb = (R + G)/2 - B (signed, as published)",
                 "colorfulness_ddcolor": "DDColor's colorfulness.py: the same with |R - G| and |(R + G)/2 - B| (set beside "
                                         "DDColor's CF and delta-CF)"}

@@ -25,7 +25,7 @@ import weights
 # auto: the standard FID (its network comes with pip) and DDColor's where torchvision's Inception can be had
 FID_FLAVOURS = {"auto": ["fid", "fid_paired_tv"], "standard": ["fid"], "tv": ["fid_paired_tv"], "both": ["fid", "fid_paired_tv"],
                 "none": []}
-HALVES = "_truth_halves"  # a metric name + this: the FID between the even and the odd images' ground truths
+HALVES = "_halves"  # a metric name + this: each model's FID over the even images, then over the odd ones (its spread)
 FID_NAMES = {"fid": "standard", "fid_paired_tv": "tv"}
 FID_UNBIASED_FROM = 2048  # fewer images than feature dimensions: FID is biased upward (Chong & Forsyth 2020)
 LPIPS_NETS = {"alex": "alexnet", "vgg": "vgg16"}  # lpips' name -> torchvision's backbone
@@ -154,8 +154,8 @@ def fid_networks(flavour: str, source: str, device: torch.device | str) -> dict[
 
 def fid_statistics(nets: dict[str, nn.Module], n_models: int, device: torch.device | str) -> dict[str, list]:
     """Metric name -> one FrechetInceptionDistance per model, fed precomputed features (the network runs once per image);
-    and name + HALVES -> one between the even and the odd ground truths (how far two halves of the truth are: FID's
-    noise at this many images)."""
+    and name + HALVES -> two per model, over the even and over the odd images (how much the figure moves with the
+    images it is taken over: its noise at this many)."""
     if not nets:
         return {}
     from torchmetrics.image.fid import FrechetInceptionDistance
@@ -167,7 +167,7 @@ def fid_statistics(nets: dict[str, nn.Module], n_models: int, device: torch.devi
 
     # sync_on_compute=False: compute_fid gathers once and only the main process pays for the 2048x2048 eigenvalues
     return {key: [FrechetInceptionDistance(feature=features_as_given(net), sync_on_compute=False).to(device)
-                  for _ in range(1 if key.endswith(HALVES) else n_models)]
+                  for _ in range(2 * n_models if key.endswith(HALVES) else n_models)]
             for name, net in nets.items() for key in (name, name + HALVES)}
 
 
@@ -176,19 +176,21 @@ def update_fid(nets: dict[str, nn.Module], stats: dict[str, list], rgb_true: tor
                index: torch.Tensor | None = None) -> None:
     """Add a batch (RGB in [0, 1], (N,3,H,W)) of ground truths and of each model's predictions to the statistics (no
     ground truths: more predictions of the same images, as a model's further samples); index: each image's place in the
-    set, which says which half its truth is in (default: its place in the batch)."""
+    set, which says which half it is in (default: its place in the batch)."""
     for name, net in nets.items():
         prep = (lambda x: (x * 255).round().byte()) if name == "fid" else (lambda x: x)  # the port reads the PNGs' pixels
         real = net(prep(rgb_true)) if rgb_true is not None else None
-        for fid, pred in zip(stats[name], rgb_preds):
+        halves = stats.get(name + HALVES) if real is not None else None
+        even = (torch.arange(len(rgb_preds[0])) if index is None else index.cpu()).to(rgb_preds[0].device) % 2 == 0
+        for m, (fid, pred) in enumerate(zip(stats[name], rgb_preds)):
+            fake = net(prep(pred))
             if real is not None:
                 fid.update(real, real=True)
-            fid.update(net(prep(pred)), real=False)
-        if real is not None and name + HALVES in stats:
-            even = (torch.arange(len(real)) if index is None else index.cpu()).to(real.device) % 2 == 0
-            for part, is_real in ((real[even], True), (real[~even], False)):
-                if len(part):
-                    stats[name + HALVES][0].update(part, real=is_real)
+            fid.update(fake, real=False)
+            for h, part in enumerate((even, ~even)) if halves else ():
+                if part.any():
+                    halves[2 * m + h].update(real[part], real=True)
+                    halves[2 * m + h].update(fake[part], real=False)
 
 
 def compute_fid(stats: dict[str, list], main: bool = True) -> dict[str, list[float]]:
@@ -198,7 +200,11 @@ def compute_fid(stats: dict[str, list], main: bool = True) -> dict[str, list[flo
         for fid in per_model:
             fid.sync()  # torchmetrics' all-reduce of the sums; nothing when there is one process
     def value(fid) -> float:  # two images on each side at least (two halves of three images have not)
-        return float(fid.compute()) if min(fid.real_features_num_samples, fid.fake_features_num_samples) >= 2 else float("nan")
+        if min(fid.real_features_num_samples, fid.fake_features_num_samples) < 2:
+            return float("nan")
+        if not hasattr(fid, "orig_dtype"):  # set by update(): this process met none of a half the others filled
+            fid.orig_dtype = torch.float32
+        return float(fid.compute())
 
     return {name: [value(fid) for fid in per_model] for name, per_model in stats.items()} if main else {}
 

@@ -45,6 +45,9 @@ ENERGY = 0.5
 RING = 4
 
 
+OWN_L = 3.0  # a reference whose L is within this of a frame's (Lab units, model scale) at most positions is that frame
+
+
 class ReferenceError(ValueError):
     """A reference photo that cannot be used; the message is one line."""
 
@@ -166,6 +169,15 @@ def points(matcher: Matcher, refs: Reference | Sequence[Reference], L: torch.Ten
         x, y = (c + 0.5) * side * width / size - 0.5, (r + 0.5) * side * height / size - 0.5
         found.append(hints.Point(x, y, tuple(int(v) for v in (rgb * 255).round().tolist()), None))
     return tuple(found)
+
+
+def own_colour(ref: Reference, L: torch.Tensor) -> torch.Tensor | None:
+    """Where a frame's model input L (1,1,s,s) is the reference itself (a restorer's coloured copy of this very frame):
+    a mask (1,1,s,s) of the positions whose L matches within OWN_L; None when the reference is another picture."""
+    if ref.L.shape != L.shape:
+        return None
+    same = (ref.L - L).abs() < OWN_L
+    return same if same.float().mean() > 0.5 else None
 
 
 SELF_TRANSFORM = "mirrored, cropped to a random 70-90 % square (shifted anywhere inside), bicubic back to size; seeded by the image's index"

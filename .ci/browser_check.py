@@ -3,11 +3,14 @@
     streamlit run app.py --server.headless=true --server.port=8599 -- --ckpt=siggraph17 &
     python .ci/browser_check.py [--url=http://127.0.0.1:8599] [--photo=assets/camera.png] [--shots=/tmp]
 
-Uploads the photo, clicks the SIGGRAPH17 picture, takes the model's last suggested colour, and checks that a hint
-appeared in the sidebar and that the picture changed near it and nowhere far from it; screenshots go to --shots.
+Uploads the photo, clicks the hint model's picture, takes the model's last suggested colour, and checks that a hint
+appeared in the sidebar and that the picture changed near it and nowhere far from it; screenshots go to --shots. It
+waits for what it needs (up to --wait_s each) and says in one line what never came: the page's own warning where the
+app said why (a model that cannot load offline, say).
 """
 
 import io
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,7 +20,10 @@ from PIL import Image
 from selenium import webdriver
 from selenium.webdriver import ActionChains
 from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import configurator  # noqa: E402
@@ -25,18 +31,36 @@ import configurator  # noqa: E402
 url = "http://127.0.0.1:8599"
 photo = "assets/camera.png"
 shots = "/tmp"
-wait_s = 12.0  # seconds for the app to answer a click (the model runs on the CPU)
+wait_s = 120.0  # the longest to wait for the app to show what the next step needs (a first model load, a click's answer)
 configurator.configure(globals())
+
+
+def missing(what: str) -> None:
+    """One line on what never came, with what the page says instead; a screenshot; exit 1."""
+    said = [e.text.strip() for e in d.find_elements(By.CSS_SELECTOR, "[data-testid=stAlert], [data-testid=stException]")]
+    d.save_screenshot(str(Path(shots) / "colorgan-missing.png"))
+    sys.exit(f"browser_check.py: no {what} after {wait_s:g} s" + (f"; the page says: {' | '.join(said)}" if said else "")
+             + f" (screenshot {Path(shots) / 'colorgan-missing.png'})")
+
+
+def wait_for(what: str, find):
+    """find(driver)'s answer once it is truthy; missing(what) when it never is."""
+    try:
+        return WebDriverWait(d, wait_s, poll_frequency=0.5).until(lambda driver: find(driver))
+    except TimeoutException:
+        missing(what)
+
 
 options = Options()
 for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1300"):
     options.add_argument(a)
-d = webdriver.Chrome(options=options)
+driver = shutil.which("chromedriver")  # Debian's, beside its chromium: selenium would otherwise look online for one
+d = webdriver.Chrome(options=options, service=Service(driver) if driver else None)
 try:
     d.get(url)
-    time.sleep(8)
-    d.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(Path(photo).resolve()))
-    time.sleep(2 * wait_s)
+    wait_for("photo uploader", lambda d: d.find_elements(By.CSS_SELECTOR, "input[type=file]"))[0].send_keys(str(Path(photo).resolve()))
+    wait_for("clickable picture (a model with a hint input)", lambda d: d.find_elements(By.CSS_SELECTOR, "iframe"))
+    time.sleep(2)  # the picture inside the frame draws
 
     def picture():
         """The clickable picture's iframe and its pixels as shown."""
@@ -48,14 +72,17 @@ try:
     img = d.find_element(By.TAG_NAME, "img")
     ActionChains(d).move_to_element_with_offset(img, 0, int(img.size["height"] * 0.35)).click().perform()
     d.switch_to.default_content()
-    time.sleep(wait_s)
-    side = d.find_element(By.CSS_SELECTOR, "section[data-testid=stSidebar]")
-    assert "Hint at" in side.text, side.text
-    swatches = [e.get_attribute("title") for e in side.find_elements(By.CSS_SELECTOR, "div[title^='#']")]
+    side = wait_for("hint in the sidebar after the click", lambda d: next(
+        (e for e in d.find_elements(By.CSS_SELECTOR, "section[data-testid=stSidebar]") if "Hint at" in e.text), None))
+    swatches = wait_for("suggested colours for the hint", lambda d: [
+        e.get_attribute("title") for e in side.find_elements(By.CSS_SELECTOR, "div[title^='#']")])
     buttons = [b for b in side.find_elements(By.TAG_NAME, "button") if b.text.strip().isdigit()]
-    assert swatches and len(buttons) == len(swatches), (swatches, len(buttons))
+    assert len(buttons) == len(swatches), (swatches, len(buttons))
+    time.sleep(2)
+    marked = picture()[1]  # the hint's marker drawn, in the model's own colour there
     buttons[-1].click()
-    time.sleep(wait_s)
+    wait_for("recoloured picture after taking a suggestion", lambda d: np.abs(picture()[1] - marked).sum(-1).max() > 0)
+    time.sleep(2)
     frame, after = picture()
     d.save_screenshot(str(Path(shots) / "colorgan-hint.png"))
     diff = np.abs(after - before).sum(-1)

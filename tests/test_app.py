@@ -79,7 +79,8 @@ def test_upload_shows_three_images_with_downloads(app, served, release_weights, 
     assert np.ptp(shown[0].astype(int), axis=2).max() <= 1  # the input column is gray
 
 
-@pytest.mark.parametrize("raw, message", [(b"not an image at all", "not an image"), (b"", "not an image")])
+@pytest.mark.parametrize("raw, message", [(b"not an image at all", "bad.png: not a JPEG, PNG or WebP picture"),
+                                          (b"", "bad.png: not a JPEG, PNG or WebP picture")])
 def test_bad_files_are_a_message_not_a_trace(app, raw, message):
     at = upload(app, "bad.png", raw)
     assert at.error and message in at.error[0].value and len(at.image) == 0
@@ -134,7 +135,7 @@ def test_two_models_with_one_file_name_get_two_captions_and_download_names(monke
     at.run()
     at = upload(at, "photo.png", png(Image.fromarray(synthetic_rgb(2, 24, 32))))
     captions = [c for img in at.image for c in img.captions]
-    assert captions == ["Input (gray)", "Baseline: finetune/ckpt.pt", "GAN: gan/ckpt.pt"]
+    assert captions == ["Input (gray)", "Baseline: finetune/ckpt.pt", "Model: gan/ckpt.pt"]
     assert downloads == ["photo-gray.png", "photo-finetune_ckpt.png", "photo-gan_ckpt.png"]
 
 
@@ -165,10 +166,16 @@ def test_a_missing_model_is_said_at_start_and_the_gray_panel_is_l_alone(monkeypa
     assert at.error and "missing.pt: no such file" in at.error[0].value  # before any upload
     rgb = synthetic_rgb(4, 50, 70)
     at = upload(at, "photo.png", png(Image.fromarray(rgb)))
+    assert [w.value for w in at.warning] == [f"Baseline: missing.pt is not shown: {tmp_path / 'missing.pt'}: no such file (a model "
+                                             "is colorgan, eccv16, siggraph17, scratch, a .pth/.pt/.safetensors file, an exported "
+                                             "folder or hf:OWNER/NAME)"]  # in place of its column
     gray = np.asarray(Image.open(io.BytesIO(served[at.image[0].value[0]])).convert("RGB"))
     assert len(at.image) == 2 and np.ptp(gray.astype(int), axis=2).max() <= 1  # the baseline column is left out
     assert np.abs(color.rgb2lab(gray)[..., 0] - color.rgb2lab(rgb)[..., 0]).max() < 0.6  # the photo's own L
     assert tried.count(str(tmp_path / "missing.pt")) == 1  # not tried again at every rerun (offline: 30 s timeouts each)
+    at.toggle(key="show_original").set_value(True).run()  # a colour upload can be seen as it is too
+    original = np.asarray(Image.open(io.BytesIO(served[at.image[0].value[0]])).convert("RGB"))
+    assert np.array_equal(original, rgb) and at.image[0].captions == ["The original"]
 
 
 def test_hints_are_placed_edited_suggested_and_downloaded(monkeypatch, release_weights, siggraph_weights, script, tmp_path, served):
@@ -187,10 +194,11 @@ def test_hints_are_placed_edited_suggested_and_downloaded(monkeypatch, release_w
     automatic = models.colorize(G, photo)
     assert np.array_equal(np.asarray(at.session_state.result), np.asarray(automatic)) and not at.session_state.hints
     # a hint by its pixel: its colour starts as the model's colour there
-    at.sidebar.number_input[0].set_value(20)
-    at.sidebar.number_input[1].set_value(15)
+    at.number_input(key="hint_x").set_value(20)
+    at.number_input(key="hint_y").set_value(15)
     at.sidebar.button[0].click()
     at.run()
+    assert [e.label for e in at.sidebar.expander] == ["1 hint"]  # not "1 hints"
     assert at.session_state.hints[0]["x"] == 20 and at.sidebar.color_picker[0].value == "#%02x%02x%02x" % automatic.getpixel((20, 15))
     at.sidebar.color_picker[0].set_value("#00c000")
     at.run()
@@ -264,6 +272,9 @@ def test_choices_are_the_samples_each_downloadable_and_one_can_be_kept_editing_a
         shown = np.asarray(Image.open(io.BytesIO(served[img.value[0]])).convert("RGB"))
         assert np.array_equal(shown, np.asarray(models.paint(photo, ab)))
     assert len({served[img.value[0]] for img in choices}) == 3
+    upload(at, "other.png", png(Image.fromarray(synthetic_rgb(3, 60, 80))))  # a new photo keeps how many choices
+    assert at.number_input(key="n_choices").value == 3 and sum(c.startswith("Choice") for img in at.image for c in img.captions) == 3
+    upload(at, "photo.png", png(photo))
     next(b for b in at.button if b.key == "choice-keep1").click()  # the second choice, to edit further
     at.run()
     import data

@@ -219,6 +219,18 @@ def test_bad_inputs_are_refused_in_one_line_without_output(colorize, tmp_path):
     refused(colorize(jpeg, out), tmp_path / "never", "already exist")  # a photo is never replaced unasked
 
 
+def test_files_that_are_no_photo_are_refused_before_any_weights_load(colorize, tmp_path, monkeypatch):
+    (tmp_path / "text.png").write_text("not a photo")
+    Image.fromarray(synthetic_rgb(0)).save(tmp_path / "ok.png")
+    monkeypatch.setattr(models, "load_generator", lambda *a: pytest.fail("weights loaded before the check"))
+    refused(colorize(tmp_path / "text.png", tmp_path / "out.png"), tmp_path / "out.png", "text.png: not an image file")
+    refused(colorize(tmp_path / "missing.png", tmp_path / "out.png"), tmp_path / "out.png", "missing.png: no such file")
+    (tmp_path / "out").mkdir()
+    Image.fromarray(synthetic_rgb(0)).save(tmp_path / "out" / "ok.png")
+    code, err = colorize(tmp_path / "ok.png", tmp_path / "out" / "ok.png", "--skip_existing=True")  # done: no model needed
+    assert code == 0 and "nothing to do" in err, err
+
+
 @pytest.mark.parametrize("args, message", [
     (["--temperature=0"], "--temperature=0.0: must be in (0, 1]"),
     (["--temperature=1.5"], "must be in (0, 1]"),

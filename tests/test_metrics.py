@@ -36,7 +36,7 @@ def test_frechet_distance_matches_scipy_and_is_zero_against_itself():
     assert different == pytest.approx(reference_fid(*features), rel=1e-4) and different > 1e-3
 
 
-def test_fid_grows_with_a_known_perturbation_and_two_halves_of_the_truth_are_computed_by_hand():
+def test_fid_grows_with_a_known_perturbation_and_each_half_of_the_images_is_computed_by_hand():
     pool = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten())
     pool.num_features = 12
     nets = {"fid_paired_tv": pool}
@@ -52,9 +52,12 @@ def test_fid_grows_with_a_known_perturbation_and_two_halves_of_the_truth_are_com
     fids = metrics.compute_fid(stats)
     assert fids["fid_paired_tv"][0] == pytest.approx(0, abs=1e-6)
     assert 1e-4 < fids["fid_paired_tv"][1] < fids["fid_paired_tv"][2] < fids["fid_paired_tv"][3]  # more noise, further
-    features = pool(truth).double().numpy()
+    features, noisy = pool(truth).double().numpy(), pool((truth + 0.2 * noise).clamp(0, 1)).double().numpy()
     even = (index % 2 == 0).numpy()
-    assert fids["fid_paired_tv" + metrics.HALVES][0] == pytest.approx(reference_fid(features[even], features[~even]), rel=1e-4)
+    halves = fids["fid_paired_tv" + metrics.HALVES]  # (even, odd) per model
+    assert len(halves) == 8 and halves[0] == pytest.approx(0, abs=1e-6)
+    assert halves[6] == pytest.approx(reference_fid(features[even], noisy[even]), rel=1e-4)
+    assert halves[7] == pytest.approx(reference_fid(features[~even], noisy[~even]), rel=1e-4)
 
 
 def test_tv_network_is_ddcolors_preprocessing_and_torchvisions_inception(tmp_path):

@@ -326,6 +326,26 @@ def test_keyframes_dumped_coloured_and_handed_back(script, siggraph_weights, tmp
     assert code == 1 and "already holds pictures colorgan did not dump" in err, err
 
 
+def test_a_handed_back_keyframe_colours_its_own_frame_as_the_restorer_did(script, siggraph_weights, tmp_path):
+    from skimage import color
+
+    make_clip(tmp_path / "clip.mkv", frames=8, cut_at=4, audio=False, codec="ffv1")
+    assert script("colorize.py", str(tmp_path / "clip.mkv"), f"--keyframes={tmp_path / 'keys'}")[0] == 0
+    key = sorted((tmp_path / "keys").glob("*.png"))[0]
+    lab = color.rgb2lab(np.asarray(Image.open(key)))
+    h, w = lab.shape[:2]
+    y, x = np.mgrid[0:h, 0:w]
+    lab[..., 1], lab[..., 2] = 40 * x / w - 20, 30 - 50 * y / h  # the restorer's colour: smooth, their L kept
+    Image.fromarray((color.lab2rgb(lab) * 255).round().astype(np.uint8)).save(key)
+    coloured = color.rgb2lab(np.asarray(Image.open(key)))
+    code, err = script("colorize.py", str(tmp_path / "clip.mkv"), str(tmp_path / "out.mkv"), f"--ckpt={siggraph_weights}", SMALL,
+                       "--runtime=torch", "--reference_weights=random", f"--keyframes={tmp_path / 'keys'}", "--temporal=0")
+    assert code == 0, err
+    out = color.rgb2lab(video.read_frames(tmp_path / "out.mkv")[0][0])
+    off = np.abs(out[..., 1:] - coloured[..., 1:]).max(-1)
+    assert np.mean(off < 5) > 0.95, np.mean(off < 5)  # (painted back from the 64x64 model scale: the edges of a 48x64 frame)
+
+
 @pytest.mark.parametrize("container, start", [(".mp4", 10.0), (".ts", 0.0)])
 def test_a_clip_that_starts_at_any_time_round_trips_its_keyframes(script, siggraph_weights, tmp_path, monkeypatch, container, start):
     """A clip cut from a recording (its first frame at 10 s) and a TS capture (whose first frame FFmpeg places at
