@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import runpy
 import shutil
@@ -153,6 +155,14 @@ def script(monkeypatch, capsys):
             for s, h in handlers.items():
                 signal.signal(s, h)
             raise
+        finally:
+            # colorize.py freezes every live object at its start (gc.freeze: a CLI run's speed-up); in this process that
+            # made each earlier test's garbage permanent (a worker grew to 11.9 GB and was killed): thawed and collected,
+            # and the freed memory given back to the system
+            gc.unfreeze()
+            gc.collect()
+            if hasattr(ctypes.CDLL(None), "malloc_trim"):
+                ctypes.CDLL(None).malloc_trim(0)
         captured = capsys.readouterr()
         err, run.stdout = captured.err, captured.out
         if isinstance(code, str):  # SystemExit("message"): Python prints it and exits 1
