@@ -321,7 +321,8 @@ def joined(m: int) -> dict[str, torch.Tensor]:
 
 
 per_image = [joined(m) for m in range(len(columns))] if n_used else []
-fids = metrics.compute_fid(fid_stats, accelerator.is_main_process) if n_used >= 2 else {}  # every process takes part
+fids = metrics.compute_fid({k: v for k, v in fid_stats.items() if n_used >= metrics.HALVES_FROM or not k.endswith(metrics.HALVES)},
+                           accelerator.is_main_process) if n_used >= 2 else {}  # every process takes part
 halves = {k.removesuffix(metrics.HALVES): fids.pop(k) for k in list(fids) if k.endswith(metrics.HALVES)}
 if not accelerator.is_main_process:
     sys.exit(0)
@@ -332,7 +333,7 @@ classes_used = torch.cat([r["label"] for r in everyone])[order]
 everything = torch.ones_like(classes_used, dtype=torch.bool)
 rows = [{"ckpt": spec, "label": name, **({"hints": n} if counts else {}), **({"reference": r} if reference else {}),
          **summarize(m, everything), **{k: v[c] for k, v in fids.items()},
-         **{f"{k}_halves": v[2 * c:2 * c + 2] for k, v in halves.items()}}
+         **{f"{k}{metrics.HALVES}": v[2 * c:2 * c + 2] for k, v in halves.items()}}
         for c, (spec, name, m, (_, n, r, _)) in enumerate(zip(spec_of, labels, per_image, columns))]
 classes = images.classes
 if per_class:
@@ -342,8 +343,9 @@ if per_class:
 if fids:
     spread = "; ".join(f"{k} of {label}: {v[2 * c]:.2f} and {v[2 * c + 1]:.2f}" for k, v in halves.items()
                        for c, label in enumerate(labels))
-    print(f"evaluate.py: FID over {n_used} images; over the even and the odd half ({spread}): the halves' difference is "
-          "how far the figure moves with the images it is taken over"
+    print(f"evaluate.py: FID over {n_used} images; " + (f"over the even and the odd half ({spread}): the halves' difference "
+          "is how far the figure moves with the images it is taken over" if halves else
+          f"too few to be split in halves (from {metrics.HALVES_FROM})")
           + (f"; biased upward below {metrics.FID_UNBIASED_FROM:,} images (the features' dimension): compare only FIDs over "
              "the same images" if n_used < metrics.FID_UNBIASED_FROM else ""), file=sys.stderr)
 
@@ -377,7 +379,8 @@ if out:
                                 "fid": "every sample against the ground truths"}} if samples else {}),
                 "lpips": None if lpips_net_ is None else {"backbone": lpips_net, "weights": lpips_weights, "method": metrics.PROTOCOL["lpips"]},
                 **{k: {"weights": fid_weights, "method": metrics.PROTOCOL[k], "n_images": n_used,
-                       "halves": "each model's FID over the even images and over the odd ones (n/2 each): the spread a "
+                       "halves": f"from {metrics.HALVES_FROM} images, each model's FID over the even images and over the odd "
+                                 "ones (n/2 each): the spread a "
                                  "FID over this many images carries (FID grows as the images get fewer)"} for k in fids},
                 "colorfulness": "Hasler & Suesstrunk 2003 on 0-255 RGB: rg = R - G, yb = (R + G)/2 - B (signed, as published)",
                 "colorfulness_ddcolor": "DDColor's colorfulness.py: the same with |R - G| and |(R + G)/2 - B| (set beside "

@@ -26,6 +26,7 @@ import weights
 FID_FLAVOURS = {"auto": ["fid", "fid_paired_tv"], "standard": ["fid"], "tv": ["fid_paired_tv"], "both": ["fid", "fid_paired_tv"],
                 "none": []}
 HALVES = "_halves"  # a metric name + this: each model's FID over the even images, then over the odd ones (its spread)
+HALVES_FROM = 32  # images: with fewer, halves say nothing (and each FID is a 2048x2048 eigenproblem: seconds)
 FID_NAMES = {"fid": "standard", "fid_paired_tv": "tv"}
 FID_UNBIASED_FROM = 2048  # fewer images than feature dimensions: FID is biased upward (Chong & Forsyth 2020)
 LPIPS_NETS = {"alex": "alexnet", "vgg": "vgg16"}  # lpips' name -> torchvision's backbone
