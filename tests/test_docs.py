@@ -109,3 +109,8 @@ def test_the_readme_first_commands_output_is_ignored_by_git():
     first = re.search(r"```bash\n(.+)\n", (ROOT / "README.md").read_text()).group(1)
     output = first.split()[-1]  # ... && python colorize.py assets/camera.png camera-color.png
     assert output.endswith(".png") and output in (ROOT / ".gitignore").read_text().split(), output
+
+
+def test_the_readmes_hang_limit_is_pytests():
+    minutes = int(re.search(r"a test that hangs fails after (\d+) minutes", (ROOT / "README.md").read_text()).group(1))
+    assert f"timeout = {minutes * 60}" in (ROOT / "pytest.ini").read_text()
