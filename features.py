@@ -8,7 +8,9 @@ photos x views x (positions x 2,952 + 1,025) bytes, stated before the first phot
 
 A row counts once it is written and flagged (flags are saved atomically every few batches, and at a stop): a kill
 loses at most the rows since the last flag, and the same command fills only what is missing. The folder's
-manifest.json names what the rows were made from; a cache made for other photos, sizes or weights is made anew.
+manifest.json names what the rows were made from (each photo's path, size and modification time among it); a cache
+made for other photos, sizes or weights, or a damaged one, is made anew with a line. The folder is new, empty or the
+cache's own: any other is refused, and only the cache's own files are ever removed.
 """
 
 from __future__ import annotations
