@@ -129,7 +129,9 @@ except metrics.MetricError as e:
 if fid == "both" and fid_weights not in ("default", "random"):
     fail("--fid_weights=PATH fits one network: use it with --fid=standard or --fid=tv")
 if fid == "auto" and fid_weights not in ("default", "random"):
-    fid = "standard"  # the file is the standard network's: said when the networks load
+    fid = "standard"
+    print(f"evaluate.py: --fid_weights={fid_weights} is taken as the standard FID network's; DDColor's FID is left out "
+          "(--fid=tv for it)", file=sys.stderr)
 if save_outputs and Path(save_outputs).exists() and any(Path(save_outputs).iterdir()):
     fail(f"--save_outputs={save_outputs}: the folder exists and is not empty (give a new one: nothing is overwritten)")
 try:

@@ -143,11 +143,11 @@ class FeatureCache(torch.utils.data.Dataset):
         the arrays allocated in full)."""
         manifest = self._check_folder()
         if manifest is not None and manifest.get("key") == self.key:
-            faults = {name: fault for name, (shape, dtype) in self.shapes.items()
-                      if (fault := _array_fault(self.folder / f"{name}.npy", shape, dtype))}
-            if not faults:
+            damaged = next(((name, fault) for name, (shape, dtype) in self.shapes.items()
+                            if (fault := _array_fault(self.folder / f"{name}.npy", shape, dtype))), None)
+            if damaged is None:
                 return
-            name, fault = next(iter(faults.items()))
+            name, fault = damaged
             print(f"colorgan: the feature cache in {self.folder} is damaged ({name}.npy: {fault}): making it anew",
                   file=sys.stderr)
         elif manifest is not None:

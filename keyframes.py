@@ -140,10 +140,11 @@ class Follow:
                 h = self.guide.with_points(k.hints, L[i:i + 1], *img.size) if k.hints.reference else k.hints
                 pending.append((i, hints.place(h, *img.size, small.shape[-1])))
                 run()
-                own = reference.own_colour(self.guide.photo(k.hints.reference), L[i:i + 1]) if k.hints.reference else None
+                ref = self.guide.photo(k.hints.reference) if k.hints.reference else None
+                own = reference.own_colour(ref, L[i:i + 1]) if ref is not None else None
                 if own is not None:  # the frame the restorer coloured comes out as they coloured it, wherever its L is theirs
-                    ab[i:i + 1] = torch.where(own, self.guide.photo(k.hints.reference).ab.to(ab), ab[i:i + 1])
-                self.kept = [self.guide.photo(k.hints.reference)] if k.hints.reference else []
+                    ab[i:i + 1] = torch.where(own, ref.ab.to(ab), ab[i:i + 1])
+                self.kept = [ref] if ref is not None else []
                 self.kept.append(reference.Reference("keyframe", L[i:i + 1], ab[i:i + 1]))
                 self.previous = None
             elif self.kept:

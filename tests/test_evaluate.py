@@ -173,6 +173,13 @@ def test_mistakes_are_one_line_before_anything_loads(tmp_path, script, monkeypat
     assert code == 1 and message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_a_fid_weights_file_with_auto_is_said_to_be_the_standard_networks(tmp_path, script, monkeypatch):
+    monkeypatch.setattr(models, "load_generator", lambda *a, **k: pytest.fail("weights loaded before the refusal"))
+    (tmp_path / "w.pth").write_bytes(b"")
+    code, err = script("evaluate.py", f"--dataset={tmp_path / 'none'}", f"--fid_weights={tmp_path / 'w.pth'}")
+    assert code == 1 and "is taken as the standard FID network's; DDColor's FID is left out" in err, err
+
+
 def test_bad_model_is_one_line(tmp_path, script):
     (tmp_path / "x").mkdir()
     Image.fromarray(synthetic_rgb(0)).save(tmp_path / "x" / "0.png")
