@@ -73,6 +73,9 @@ def reference(spec: str, files: list[Path], size: int, crop: bool = False) -> di
 # 1/(151 x 20480) = 3e-7, and a batch of another size or another CPU's kernels (AVX2: 1.3e-6) moves a few pixels across
 TOLERANCE = {"l1_ab": 2e-5, "mse_ab": 2e-3, "auc": 1e-5, "psnr": 1e-5, "ssim": 1e-6, "colorfulness": 5e-5, "delta_cf": 5e-5,
              "colorfulness_ddcolor": 5e-5, "delta_cf_ddcolor": 5e-5, "perceptual": 1e-6, "lpips": 1e-6}
+# colourfulness (~34) is a float32 sum over every pixel: its last bits differ with the CPU class's summation order
+# (AVX2 against AVX-512: 1.6e-6 of it), so it is held relatively
+RELATIVE = {"colorfulness": 1e-5, "delta_cf": 1e-5, "colorfulness_ddcolor": 1e-5, "delta_cf_ddcolor": 1e-5}
 
 
 def test_two_models_side_by_side_match_scikit_image_on_one_process_or_two(tmp_path, release_weights, script):
@@ -101,7 +104,7 @@ def test_two_models_side_by_side_match_scikit_image_on_one_process_or_two(tmp_pa
         ref = reference(spec, files, 64)
         assert row["n_images"] == 5 and row["ckpt"] == spec and row["label"] == label
         for k, tol in TOLERANCE.items():
-            assert row[k] == pytest.approx(ref[k], abs=tol), (label, k, row[k], ref[k])
+            assert row[k] == pytest.approx(ref[k], abs=tol, rel=RELATIVE.get(k, 1e-6)), (label, k, row[k], ref[k])
         assert row["fid_paired_tv"] > 0 and row["fid"] > 0
         assert set(row["per_class"]) == {"a", "b"} and row["per_class"]["b"]["n_images"] == 2 and "lpips" in row["per_class"]["b"]
         for f in files:  # every prediction and ground truth as PNG, under the input's name
