@@ -5,12 +5,14 @@ the GAN's. The sidebar's vividness applies to every column. "Choices" shows othe
 model (sampling.py), each to download, or with a hint model to keep editing as hints. When one of the models takes
 hints (SIGGRAPH17: --ckpt=siggraph17), click its picture to place a hint; the sidebar edits them (colour, with the
 model's own suggestions; size; delete), takes a reference photo's, and downloads them as the JSON that colorize.py
---hints reads.
+--hints reads. "Old prints" in the sidebar repairs scratches, dust, grain and fading before colour (restore.py's
+steps) and shows the filled pixels.
 """
 
 import sys
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 import torch
 from PIL import Image, ImageDraw
@@ -19,6 +21,7 @@ import configurator
 import hints as hint_files
 import models
 import reference as references
+import restoration
 import runtime as runtimes
 import sampling
 from data import ImageError, has_chroma, lab_to_rgb, load_image, png_bytes, uint8_to_l, uint8_to_lab
@@ -87,10 +90,24 @@ def generator(spec: str, device: str):
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def unguided(spec: str, raw: bytes, temperature: float, vividness: float, _photo: Image.Image) -> Image.Image:
-    """A model's colour of the uploaded photo (raw: its bytes) without hints, computed once per photo and setting: a
-    click that places a hint recolours the hint model's column alone."""
+def unguided(spec: str, raw: bytes, repair: bool, temperature: float, vividness: float, _photo: Image.Image) -> Image.Image:
+    """A model's colour of the uploaded photo (raw: its bytes; repaired or not) without hints, computed once per photo and
+    setting: a click that places a hint recolours the hint model's column alone."""
     return models.colorize(generator(spec, device), _photo, temperature=temperature, vividness=vividness)
+
+
+@st.cache_resource
+def damage_finder() -> restoration.Detector:
+    """restore.py's damage finder, loaded at the first repair."""
+    return restoration.load_detector()
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def repaired(raw: bytes, _photo: Image.Image) -> tuple[Image.Image, Image.Image, str]:
+    """The uploaded photo (raw: its bytes) repaired as restore.py repairs it, its mask (filled pixels white), and what
+    was done."""
+    img, fixed = restoration.restore_image(_photo, damage_finder())
+    return img, Image.fromarray(np.where(fixed.mask, 255, 0).astype(np.uint8), "L"), "; ".join(fixed.steps)
 
 
 def to_hex(rgb) -> str:
@@ -182,6 +199,8 @@ with st.sidebar:  # drawn before any upload: a widget left undrawn by a run lose
     st.number_input("How many other colourings to draw (coherent samples of the model's colour distribution; sampling.py)",
                     0, 12, 0, key="n_choices")
     st.number_input("Seed (the same seed gives the same choices)", 0, 2**31 - 1, 0, key="choice_seed")
+    st.header("Old prints")
+    st.toggle("Repair scratches, dust, grain and fading before colour (restore.py)", key="repair")
 if upload is None:
     st.stop()
 if upload.size > max_upload_mb * 2**20:
@@ -193,6 +212,16 @@ except ImageError as e:
     why = str(e).split(": ", 1)[-1]
     st.error(f"{upload.name}: {f'not a {FORMATS} picture' if why.startswith('not an image file') else why}")
     st.stop()
+if st.session_state.repair:
+    try:
+        with st.spinner("repairing..."):
+            photo, mask_picture, steps = repaired(upload.getvalue(), photo)
+    except restoration.RestoreError as e:
+        st.error(str(e))
+        st.stop()
+    with st.sidebar:
+        st.caption(f"Repaired: {steps}")
+        st.image(mask_picture, caption="The filled pixels (white)", width="stretch", output_format="PNG")
 
 stem = Path(upload.name).stem
 hint_spec = next((s for s in (ckpt, baseline) if s and s not in broken and generator(s, device).takes_hints), None)
@@ -289,7 +318,7 @@ for i, (column, (title, spec, name)) in enumerate(zip(st.columns(3), panels)):
         with st.spinner("colorizing..."):
             given = placed(photo) if i == clickable and st.session_state.hints else None
             img = as_gray(photo) if spec is None else \
-                unguided(spec, upload.getvalue(), temperature, vividness, photo) if given is None else \
+                unguided(spec, upload.getvalue(), st.session_state.repair, temperature, vividness, photo) if given is None else \
                 models.colorize(generator(spec, device), photo, temperature=temperature, hints=given, vividness=vividness)
         if i == clickable:
             from streamlit_image_coordinates import streamlit_image_coordinates

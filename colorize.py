@@ -6,13 +6,14 @@
   python colorize.py archive/ colored/          a folder tree, mirrored; --skip_existing=True resumes it
   python colorize.py in.jpg out.png --ckpt=siggraph17 --hints=hints.json    colour where you say (or --hints=layer.png)
   python colorize.py gray.jpg out.jpg --reference=ref.jpg                   colour it like that photo
+  python colorize.py old.jpg out.jpg --restore=True  scratches, dust, grain and fading repaired first (restore.py)
   python colorize.py film.mp4 --keyframes=keys/       each scene's first frame as a PNG, to colour by hand
   python colorize.py film.mp4 out.mp4 --ckpt=siggraph17 --keyframes=keys/   each scene follows its coloured keyframe
 
 The model sees a size x size copy; its ab is painted onto the photo's own full-resolution L. Outputs are written under
 a temp name and renamed; an existing output is never replaced unless --overwrite=True. Under `accelerate launch` (or
 torchrun) the processes share a folder's files, or a film's scenes. What guides the colour is guidance.py's; the
-photos' pipeline media.py's; films video.py's and keyframes.py's; samples sampling.py's.
+photos' pipeline media.py's; films video.py's and keyframes.py's; samples sampling.py's; repairs restoration.py's.
 """
 
 import dataclasses
@@ -35,6 +36,7 @@ import keyframes as keyframe_files  # noqa: E402
 import media  # noqa: E402
 import models  # noqa: E402
 import reference as references  # noqa: E402
+import restoration  # noqa: E402
 import runtime as runtimes  # noqa: E402
 import sampling  # noqa: E402
 import video  # noqa: E402
@@ -54,6 +56,7 @@ reference_weights = "imagenet"  # the matching's VGG16: imagenet (from pip or to
 keyframes = ""  # a film: a folder for its scenes' first frames (written when given no output; coloured ones are followed)
 samples = 0  # photos: also write this many sampled colourings beside each output (NAME-sample1.png ...; sampling.py)
 seed = 0  # the samples' seed (0 to 2**32 - 1): the same seed, photo and batch give the same pixels (sampling.py)
+restore = False  # repair scratches, cracks, dust, grain and fading before colour (restore.py's defaults)
 vividness = 1.0  # chroma gain on the model's colour: 0 is gray, below 1 muted, above 1 more vivid (the app's slider)
 size = 256  # the model's input size (the release uses 256)
 temperature = 1.0  # annealed-mean temperature in (0, 1]: 1 is the model's mean, 0.38 Zhang et al.'s (more saturated)
@@ -226,6 +229,12 @@ except runtimes.RuntimeChoiceError as e:
 try:
     G = models.load_generator(ckpt, device)
     print(f"colorize.py: colorizing with {models.describe(ckpt, G)}", file=sys.stderr)
+    repair = None
+    if restore:
+        damage_finder = restoration.load_detector()
+        repair = lambda img: restoration.restore_image(img, damage_finder)[0]  # noqa: E731
+        print(f"colorize.py: repairing first (restore.py's steps) with the damage finder {restoration.DETECTOR.name}",
+              file=sys.stderr)
     if chosen:
         print(chosen.replace("colorgan:", "colorize.py:"), file=sys.stderr)
     # int8 calibrates on --calibration, or on all the photos of the job (done or not: one model for the whole archive)
@@ -236,7 +245,7 @@ try:
         plan.guide.matcher = references.Matcher(reference_weights, tuple(reference_layers.split(",")),
                                                reference_temperature).to(device)
         plan.guide.threshold, plan.guide.top_k = reference_threshold, reference_top_k
-except (models.ModelError, runtimes.RuntimeChoiceError, references.ReferenceError) as e:
+except (models.ModelError, runtimes.RuntimeChoiceError, references.ReferenceError, restoration.RestoreError) as e:
     fail(str(e))
 except KeyboardInterrupt as e:
     fail(f"stopped by {stopped_by(e).name} while preparing the model: nothing written", 128 + stopped_by(e))
@@ -250,7 +259,8 @@ try:
     threads = runtimes.share_cores(runtime, workers)  # for the photos; a film paints in one thread, with torch's
     with tqdm(total=len(photos), disable=len(photos) < 2, unit="img", dynamic_ncols=True) as bar:
         for job, error in media.colorize_files(G, photos, size, temperature, batch_size, workers, max_pixels, plan.hints_for,
-                                               plan.guide, vividness, samples, seed):
+                                               plan.guide, vividness, samples, seed,
+                                               repair):
             if error:
                 failed.append(error)
                 if len(jobs) > 1:  # one file's error is the closing line below
@@ -270,7 +280,7 @@ try:
             video.render(G, job.src, job.dst, size=size, temperature=temperature, temporal=temporal, batch_size=batch_size,
                          crf=crf, codec=codec, max_pixels=max_video_pixels, follow=follow, share=share,
                          settings={"model": ckpt, "weights": float(models.fingerprint(getattr(G, "source", G))),
-                                   "runtime": f"{runtime} {precision}", "vividness": vividness})
+                                   "runtime": f"{runtime} {precision}", "vividness": vividness}, restore=repair)
         except video.VideoError as e:
             failed.append(str(e))
             if len(jobs) > 1:  # one file's error is the closing line below

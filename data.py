@@ -387,6 +387,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.resize = resize  # validation: stretch or center_crop
         self.split = split  # the split these items are (None: a source without splits, all of it)
         self.epoch = 0  # set by the training loop: augmentation depends on (seed, epoch, index) only
+        self.zoom: tuple[float, float] | None = None  # training crops of zoom[0]..zoom[1] photo pixels a side per crop pixel (None: half to all of the photo)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -405,7 +406,9 @@ class ImageDataset(torch.utils.data.Dataset):
         img = load_image(src)
         if self.train:
             rng = np.random.default_rng((self.seed, self.epoch, i))
-            img = random_resized_crop(img, self.image_size, rng)
+            scale = (0.5, 1.0) if self.zoom is None else \
+                tuple(min(1.0, (z * self.image_size) ** 2 / (img.width * img.height)) for z in self.zoom)
+            img = random_resized_crop(img, self.image_size, rng, scale)
             if rng.random() < 0.5:
                 img = img.transpose(Image.FLIP_LEFT_RIGHT)
         else:

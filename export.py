@@ -50,11 +50,12 @@ config, paths = configurator.configure(globals(), positional=True)
 ONNX_TOLERANCE = 0.1  # ab, Lab units: well under one 8-bit level; a graph that ignores L is off by ~10
 ROOT = Path(__file__).resolve().parent
 EXPORT_FILES = {"README.md", "config.json", "model.safetensors", "model.onnx", "openvino"}  # what an export folder holds
-SPACE_FILES = ["app.py", "configurator.py", "data.py", "hints.py", "models.py", "reference.py", "runtime.py", "sampling.py",
-               "weights.py", ".streamlit/config.toml"]  # app.py and what it imports
+SPACE_FILES = ["app.py", "configurator.py", "data.py", "hints.py", "models.py", "reference.py", "restoration.py", "runtime.py",
+               "sampling.py", "weights.py", ".streamlit/config.toml", "assets/restore/detector.safetensors"]  # app.py, what it imports
 SPACE_PACKAGES = {"torch", "torchvision", "numpy", "pillow", "tqdm", "streamlit", "streamlit-image-coordinates", "safetensors",
-                  "huggingface_hub", "openvino"}  # openvino: --runtime=openvino with a shipped model (nncf only calibrates,
-# which export.py did); torchvision: a reference photo's VGG19 matching
+                  "huggingface_hub", "openvino", "scipy", "scikit-image"}  # openvino: --runtime=openvino with a shipped model
+# (nncf only calibrates, which export.py did); torchvision: a reference photo's VGG19 matching; scipy and scikit-image:
+# the old prints' repair
 
 
 def fail(message: str) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -87,7 +87,7 @@ class Job:
         return [p for p in self.outputs if not p.exists() or (p.is_file() and p.stat().st_size == 0)]
 
 
-def plan(paths: list[str], fmt: str = "", samples: int = 0) -> tuple[list[Job], list[str]]:
+def plan(paths: list[str], fmt: str = "", samples: int = 0, script: str = "colorize.py") -> tuple[list[Job], list[str]]:
     """The jobs (input, output, samples) and notes on renamed outputs: file -> file, folder -> mirrored folder, several ->
     folder.
 
@@ -96,7 +96,7 @@ def plan(paths: list[str], fmt: str = "", samples: int = 0) -> tuple[list[Job], 
     sorted order; each other gets its own suffix kept before the new one (x.gif -> x.gif.png) and a note says so.
     """
     if len(paths) < 2:
-        raise PlanError("usage: python colorize.py IN [IN ...] OUT  (see --help)")
+        raise PlanError(f"usage: python {script} IN [IN ...] OUT  (see --help)")
     *inputs, out = map(Path, paths)
     for p in inputs:
         if p.is_dir() and p.resolve() == out.resolve():
@@ -253,8 +253,8 @@ def save(img: Image.Image | np.ndarray, path: Path, meta: dict | None = None) ->
 
 def colorize_files(G: models.Generator, jobs: list[Job], size: int = 256, temperature: float = 1.0, batch_size: int = 4,
                    workers: int = 2, max_pixels: int = data.MAX_PIXELS, hints_for: dict[Path, hints.Hints] | None = None,
-                   guide: reference.Guide | None = None, vividness: float = 1.0, samples: int = 0, seed: int = 0
-                   ) -> Iterator[tuple[Job, str | None]]:
+                   guide: reference.Guide | None = None, vividness: float = 1.0, samples: int = 0, seed: int = 0,
+                   restore: Callable[[Image.Image], Image.Image] | None = None) -> Iterator[tuple[Job, str | None]]:
     """Colorize photos, yielding (job, error or None) as each finishes; each job writes its missing outputs (all of
     them with job.replace): the colorization and its samples (sampling.py, from the same forward).
 
@@ -262,7 +262,8 @@ def colorize_files(G: models.Generator, jobs: list[Job], size: int = 256, temper
     while this thread runs the model on batches. At most 2 x batch_size + workers photos are in flight, whatever
     their number or size. workers=0 does everything in this thread, one stage after another. hints_for gives a
     photo's hints; the guide turns a reference photo into what the model takes (guidance.takes_reference: hints,
-    matched in this thread with the model's threads, or a global transfer).
+    matched in this thread with the model's threads, or a global transfer). restore, when given, repairs each photo
+    as it is decoded (restoration.py): the model sees, and the output keeps, the restored gray.
     """
     hints_for = hints_for or {}
     by_hints = guidance.takes_reference(G) == "hints"
@@ -270,6 +271,7 @@ def colorize_files(G: models.Generator, jobs: list[Job], size: int = 256, temper
 
     def decode(src: Path) -> tuple[Image.Image, torch.Tensor, torch.Tensor | None]:
         img = data.load_image(src, keep_alpha=True, max_pixels=max_pixels, keep_16bit=True)
+        img = restore(img) if restore else img
         placed = src in hints_for and src not in matched and by_hints
         return img, models.small_copy(img, size), hints.place(hints_for[src], *img.size, size) if placed else None
 

@@ -322,11 +322,12 @@ def exact_times(suffix: str, time_base: Fraction) -> dict:
 
 def render(G, src: Path, dst: Path, size: int = 256, temperature: float = 1.0, temporal: float = 0.6, batch_size: int = 4,
            crf: int = 18, codec: str = "", progress: bool = True, max_pixels: int = MAX_PIXELS, follow=None,
-           share: tuple[int, int] = (0, 1), settings: dict | None = None) -> int:
+           share: tuple[int, int] = (0, 1), settings: dict | None = None, restore=None) -> int:
     """Colorize src into dst (codec from dst's suffix unless given), scene by scene (see the module's docstring);
     returns the frames this process colorized. follow: keyframes the scenes follow (keyframes.Follow). share: (this
     process, processes): process r renders the scenes s with s % processes == r; process 0 joins them all. settings:
-    what else makes a frame (the model), for the render's key. VideoError for files that cannot be read or written."""
+    what else makes a frame (the model), for the render's key. restore: repairs each frame before colour
+    (restoration.py, frame by frame). VideoError for files that cannot be read or written."""
     from tqdm import tqdm
 
     codec = codec or data.WRITE_SUFFIXES.get(dst.suffix.lower(), "")
@@ -334,7 +335,8 @@ def render(G, src: Path, dst: Path, size: int = 256, temperature: float = 1.0, t
         raise VideoError(f"{dst}: cannot write video to {dst.suffix!r} (use .mp4, .mkv, .webm, .mov or --codec)")
     header = check(src, max_pixels)
     key = render_key(src, {**(settings or {}), "size": size, "temperature": temperature, "temporal": temporal,
-                           "batch": batch_size, "crf": crf, "codec": codec, "follow": follow.key if follow else ""})
+                           "batch": batch_size, "crf": crf, "codec": codec, "follow": follow.key if follow else "",
+                           "restore": restore is not None})
     pieces = Pieces(dst, key)
     pieces.folder.mkdir(parents=True, exist_ok=True)
     rank, world = share
@@ -385,6 +387,9 @@ def render(G, src: Path, dst: Path, size: int = 256, temperature: float = 1.0, t
             frames += 1
             bar.update()
             if rendering:
+                if restore:  # only frames this render colours: the cut was found on the frame as it is
+                    img = restore(img).convert("RGB")
+                    small = models.small_copy(img, size)
                 batch.append((frame, img, small, Frame(index, t, before)))
                 colorized += 1
                 if len(batch) == batch_size:

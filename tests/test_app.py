@@ -299,3 +299,24 @@ def test_vividness_scales_every_columns_colour(app, served, release_weights):
     G, small = models.load_generator(release_weights), models.small_copy(photo)[None]
     assert np.array_equal(shown, np.asarray(models.colorize(G, photo, vividness=0.5)))
     assert torch.equal(models.predict_ab(G, small, vividness=0.5), 0.5 * models.predict_ab(G, small))  # a chroma gain
+
+
+def test_old_prints_are_repaired_before_colour_and_the_mask_shown(app, served, release_weights):
+    import damage
+    import models
+    import restoration
+
+    clean = np.tile(np.linspace(0.2, 0.8, 96, dtype=np.float32), (72, 1))
+    hurt = damage.damage(clean, np.random.default_rng(1), scratches=(3, 3), cracks=(0, 0), specks=0, grain=(0, 0), fading=0)
+    photo = Image.fromarray(damage.sepia(hurt.gray))
+    at = upload(app, "old.png", png(photo))
+    model_column = lambda: next(img for img in at.image if img.captions[0].startswith("Model"))  # noqa: E731
+    plain = np.asarray(Image.open(io.BytesIO(served[model_column().value[0]])).convert("RGB"))
+    at.toggle(key="repair").set_value(True).run()
+    assert not at.exception and "Repaired:" in " ".join(c.value for c in at.sidebar.caption)
+    mask_shown = next(img for img in at.sidebar.image if "filled pixels" in img.captions[0])
+    fixed_img, fixed = restoration.restore_image(photo, restoration.load_detector())
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(served[mask_shown.value[0]]))) > 0, fixed.mask)
+    shown = np.asarray(Image.open(io.BytesIO(served[model_column().value[0]])).convert("RGB"))
+    assert np.array_equal(shown, np.asarray(models.colorize(models.load_generator(release_weights), fixed_img)))
+    assert not np.array_equal(shown, plain)

@@ -236,3 +236,14 @@ def test_center_crop_is_the_central_square_resized():
     tall = img.transpose(Image.Transpose.ROTATE_90)  # 40 wide, 70 high
     assert np.array_equal(np.asarray(data.resize_square(tall, 16, "center_crop")),
                           np.asarray(tall.crop((0, 15, 40, 55)).resize((16, 16), Image.BICUBIC)))
+
+
+def test_zoomed_training_crops_keep_the_photos_own_scale(tmp_path):
+    stripes = np.zeros((512, 512, 3), np.uint8)
+    stripes[:, ::2] = 255  # one-pixel stripes: only a crop near the photo's own scale keeps them
+    Image.fromarray(stripes).save(tmp_path / "stripes.png")
+    ds = data.make_dataset(str(tmp_path), "train", 32, train=True)
+    whole = ds[0][0].float()  # half to all of the photo in 32 pixels: the stripes average to gray
+    ds.zoom = (1.0, 1.0)
+    near = ds[0][0].float()
+    assert whole.std() < 30 and near.std() > 80

@@ -108,9 +108,10 @@ def test_space_folder_runs_the_app_with_the_model_and_needs_only_its_requirement
     code, err = export(monkeypatch, capsys, str(trained_ckpt), str(out), f"--space={space}")
     assert code == 0, err
     files = sorted(str(p.relative_to(space)) for p in space.rglob("*") if p.is_file())
-    assert files == [".streamlit/config.toml", "Dockerfile", "README.md", "app.py", "configurator.py", "data.py", "hints.py",
-                     "models.py", "my-colorizer/config.json", "my-colorizer/model.safetensors", "reference.py", "requirements.txt",
-                     "runtime.py", "sampling.py", "weights.py"]
+    assert files == [".streamlit/config.toml", "Dockerfile", "README.md", "app.py", "assets/restore/detector.safetensors",
+                     "configurator.py", "data.py", "hints.py", "models.py", "my-colorizer/config.json",
+                     "my-colorizer/model.safetensors", "reference.py", "requirements.txt", "restoration.py", "runtime.py",
+                     "sampling.py", "weights.py"]
     assert (space / "my-colorizer" / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
     meta = yaml.safe_load((space / "README.md").read_text().split("---")[1])  # the block Spaces reads
     assert meta["sdk"] == "docker" and meta["app_port"] == 8501 and len(meta["short_description"]) <= 60
@@ -132,9 +133,9 @@ def test_space_folder_runs_the_app_with_the_model_and_needs_only_its_requirement
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module] if isinstance(node, ast.ImportFrom) else []
             for top in {n.split(".")[0] for n in names if n and n.split(".")[0] not in own | set(sys.stdlib_module_names)}:
                 # imported only by HF datasets, int8 calibration (a Space ships calibrated models), 16-bit TIFF scans in
-                # folder jobs and ECCV16's global reference transfer (skimage), never by the app
-                optional = top in ("datasets", "nncf", "tifffile", "skimage")
-                assert optional or {"PIL": "pillow"}.get(top, top).lower().replace("_", "-") in wanted, f"{path.name} imports {top}"
+                # folder jobs, never by the app
+                optional = top in ("datasets", "nncf", "tifffile")
+                assert optional or {"PIL": "pillow", "skimage": "scikit-image"}.get(top, top).lower().replace("_", "-") in wanted, f"{path.name} imports {top}"
 
     code, err = export(monkeypatch, capsys, str(trained_ckpt), str(tmp_path / "other"), f"--space={space}")
     assert code == 1 and f"{space} exists" in err and not (tmp_path / "other").exists()
