@@ -192,13 +192,8 @@ try:
     media.check_writable(jobs)
 except media.PlanError as e:
     fail(str(e))
-unreadable = {}  # each photo's header read now: a file that is no photo is named before any weights load
-for job in jobs:
-    if job.src.suffix.lower() not in data.VIDEO_SUFFIXES:
-        try:
-            data.check_header(job.src, max_pixels)
-        except data.ImageError as e:
-            unreadable[job.src] = str(e)
+# each photo's header read now: a file that is no photo is named before any weights load
+unreadable = data.unreadable([job.src for job in jobs], max_pixels)
 if unreadable and len(jobs) == 1:
     fail(next(iter(unreadable.values())))
 for error in unreadable.values():

@@ -259,6 +259,18 @@ def check_header(src: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> None:
         _one_picture(img, str(src), max_pixels)
 
 
+def unreadable(paths: list[Path], max_pixels: int = MAX_PIXELS) -> dict[Path, str]:
+    """The photos among paths whose header check_header refuses, each with its one-line reason (videos left out)."""
+    found = {}
+    for path in paths:
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
+            try:
+                check_header(path, max_pixels)
+            except ImageError as e:
+                found[path] = str(e)
+    return found
+
+
 def load_image(src: str | os.PathLike | bytes, keep_alpha: bool = False, max_pixels: int = MAX_PIXELS,
                keep_16bit: bool = False) -> Image.Image:
     """Open anything PIL reads as an upright 8-bit RGB (or RGBA) image; ImageError otherwise. keep_16bit keeps a 16-bit

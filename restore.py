@@ -87,12 +87,7 @@ if len(films) == len(planned):
 if not jobs:
     print("restore.py: every output exists: nothing to do", file=sys.stderr)
     sys.exit(0)
-unreadable = {}
-for job in jobs:
-    try:
-        data.check_header(job.src, max_pixels)
-    except data.ImageError as e:
-        unreadable[job.src] = str(e)
+unreadable = data.unreadable([job.src for job in jobs], max_pixels)  # named before the finder loads
 if unreadable and len(jobs) == 1:
     fail(next(iter(unreadable.values())))
 for error in unreadable.values():
