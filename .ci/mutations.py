@@ -231,7 +231,7 @@ BREAKS = [
     ("sampling.py", "MAX_SEED = 2**32 - 1", "MAX_SEED = 2**70", "tests/test_colorize.py -k options_are_checked"),
     ("evaluate.py", 'sampled = [j for j, spec in enumerate(ckpt) if spec != "gray"] if samples else []',
      "sampled = list(range(len(ckpt))) if samples else []", "tests/test_sampling.py -k gray"),
-    ("colorize.py", "            data.check_header(job.src, max_pixels)", "            pass", "tests/test_colorize.py -k no_photo"),
+    ("data.py", "                check_header(path, max_pixels)", "                pass", "tests/test_colorize.py -k no_photo"),
     ("video.py", "        if dead:\n            raise VideoError(", "        if False:\n            raise VideoError(",
      "tests/test_video.py -k never_comes"),
     ("video.py", '        for p in self.folder.glob(f"*{self.key}-*"):', '        for p in self.folder.glob("*"):',
