@@ -50,9 +50,9 @@ def stop(signum: int, frame) -> None:
     raise KeyboardInterrupt(signum)
 
 
-def mask_path(dst):
-    """Where a photo's mask goes: NAME-mask.png beside it."""
-    return dst.with_name(f"{dst.stem}-mask.png")
+def outputs(job: media.Job) -> list:
+    """What a photo's job writes: the restored photo, and with --save_mask its mask (NAME-mask.png) beside it."""
+    return [job.dst] + ([job.dst.with_name(f"{job.dst.stem}-mask.png")] if save_mask else [])
 
 
 # every option checked before anything heavy loads
@@ -75,10 +75,10 @@ for job in films:
 jobs = [job for job in planned if job not in films]
 for note in notes:
     print(f"restore.py: {note}", file=sys.stderr)
-if skip_existing:
-    jobs = [job for job in jobs if not job.exists(redo_empty=True)]
+if skip_existing:  # a job stopped between its photo and its mask is done again
+    jobs = [job for job in jobs if not all(p.is_file() and p.stat().st_size for p in outputs(job))]
 else:
-    there = [p for job in jobs for p in [job.dst] + ([mask_path(job.dst)] if save_mask else []) if p.exists()]
+    there = [p for job in jobs for p in outputs(job) if p.exists()]
     if there and not overwrite:
         fail(f"{there[0]}{f' and {len(there) - 1} more outputs already exist' if len(there) > 1 else ' already exists'}: "
              "--skip_existing=True does the rest, --overwrite=True replaces them")
@@ -118,7 +118,7 @@ try:
         try:
             media.save(restoration.as_image(fixed.gray, toned if keep_tone else (0.0, 0.0)), job.dst, meta)
             if save_mask:
-                media.save(Image.fromarray(np.where(fixed.mask, 255, 0).astype(np.uint8), "L"), mask_path(job.dst))
+                media.save(Image.fromarray(np.where(fixed.mask, 255, 0).astype(np.uint8), "L"), outputs(job)[1])
         except (OSError, ValueError) as e:
             failed.append(f"{job.dst}: cannot write ({e})")
             tqdm.write(f"restore.py: {failed[-1]}", file=sys.stderr)

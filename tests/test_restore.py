@@ -169,6 +169,10 @@ def test_restore_script_writes_the_photo_its_mask_and_what_it_did(script, tmp_pa
 
     code, err = script("restore.py", str(tmp_path / "old.png"), str(tmp_path / "fixed.png"))
     assert code == 1 and "already exists" in err  # never replaced unasked
+    (tmp_path / "fixed-mask.png").unlink()  # a job stopped between the photo and its mask
+    code, err = script("restore.py", str(tmp_path / "old.png"), str(tmp_path / "fixed.png"), "--save_mask=True",
+                       "--skip_existing=True")
+    assert code == 0 and np.array_equal(np.asarray(Image.open(tmp_path / "fixed-mask.png")) > 0, written), err
     code, err = script("restore.py", str(tmp_path / "old.png"), str(tmp_path / "toned.png"), "--keep_tone=True")
     toned = np.asarray(Image.open(tmp_path / "toned.png").convert("RGB"), np.float32)
     assert code == 0 and (toned[..., 0] - toned[..., 2]).mean() > 10  # the tone is back
